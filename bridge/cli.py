@@ -1,0 +1,130 @@
+"""``python -m bridge`` / ``room-bridge``: serve | join | emulator | dev."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.config import ConfigError, Settings, load_settings
+from bridge.logs import setup_logging
+
+logger = logging.getLogger("bridge")
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="room-bridge",
+        description=(
+            "Bring OpenAI's Realtime speech-to-speech model into LiveKit rooms. Settings come "
+            "from the environment (LIVEKIT_*, OPENAI_*, BRIDGE_*) and an optional TOML file."
+        ),
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="TOML settings file (default: config/bridge.toml when present)",
+    )
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", choices=["text", "json"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the dispatch service (LiveKit webhooks -> room workers)",
+        description=(
+            "HTTP service: POST /webhook (LiveKit room webhooks), POST/DELETE /dispatch, "
+            "GET /healthz, /readyz, /metrics. Joins eligible rooms, reconciles periodically, "
+            "drains on SIGTERM."
+        ),
+    )
+    serve.add_argument("--host", help="bind address (default: server_host setting)")
+    serve.add_argument("--port", type=int, help="port (default: server_port setting)")
+    serve.add_argument(
+        "--workers", type=int, help="room-worker processes (default: workers setting; 0 = cores)"
+    )
+
+    join = sub.add_parser(
+        "join",
+        help="join one room as the agent and bridge every human in it",
+        description=(
+            "Join ROOM as an agent participant; each human gets their own Realtime call. Stays "
+            "until the room has no humans left, the room closes, or Ctrl-C."
+        ),
+    )
+    join.add_argument("--room", required=True, help="LiveKit room name")
+
+    emulator = sub.add_parser(
+        "emulator",
+        help="run the local Realtime API emulator",
+        description=(
+            "A local stand-in for the OpenAI Realtime API (WebRTC calls, client secrets, "
+            "events, a fake model). Serves /v1/realtime/... on HOST:PORT."
+        ),
+    )
+    emulator.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=8099, help="port (default 8099)")
+    emulator.add_argument(
+        "--api-key",
+        default=None,
+        help="the key it accepts (default: OPENAI_API_KEY, else 'sk-emulator')",
+    )
+    emulator.add_argument(
+        "--options",
+        default=None,
+        metavar="JSON",
+        help="emulator options as JSON (voice mode, fault injection, ...; see README)",
+    )
+
+    dev = sub.add_parser(
+        "dev",
+        help="run the whole local stack with a simulated human (make demo)",
+        description=(
+            "Starts livekit-server (webhook pointed at the bridge), the emulator (unless "
+            "OPENAI_API_KEY is set), `serve`, and a simulated human who joins a room and "
+            "speaks; prints what flows. Ctrl-C stops everything."
+        ),
+    )
+    dev.add_argument("--room", default="demo", help="room the simulated human joins")
+    dev.add_argument(
+        "--turns", type=int, default=3, help="utterances the simulated human speaks (0 = forever)"
+    )
+    return parser
+
+
+def _commands() -> dict[str, Command]:
+    # Imported lazily so `--help` and config errors stay fast and free of heavy imports.
+    from bridge.commands import run_dev, run_emulator, run_join, run_serve
+
+    return {"serve": run_serve, "join": run_join, "emulator": run_emulator, "dev": run_dev}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    if args.log_format:
+        overrides["log_format"] = args.log_format
+    try:
+        settings = load_settings(args.config, overrides)
+    except ConfigError as exc:
+        print(f"room-bridge: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    command = _commands()[args.command]
+    try:
+        return asyncio.run(command(args, settings))
+    except ConfigError as exc:
+        print(f"room-bridge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

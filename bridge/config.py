@@ -1,0 +1,437 @@
+"""Settings: one object, read from the environment and an optional TOML file.
+
+Every field has one name in three places:
+
+* TOML key (``config/bridge.toml``): the field name, e.g. ``video_fps = 1``;
+* environment: ``BRIDGE_<FIELD>`` in upper case (``BRIDGE_VIDEO_FPS``), except the five names the
+  LiveKit and OpenAI ecosystems already share: ``LIVEKIT_URL``, ``LIVEKIT_API_KEY``,
+  ``LIVEKIT_API_SECRET``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``;
+* Python: ``settings.video_fps``.
+
+The environment wins over the file, the file over the defaults. Lists accept JSON
+(``'["a","b"]'``) or a comma-separated string in the environment. Secrets are ``SecretStr``:
+their values never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
+
+Voice = Literal[
+    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"
+]
+Audience = Literal["room", "private"]
+ResponsePolicy = Literal["auto", "listen", "addressed"]
+TurnDetection = Literal["server_vad", "semantic_vad", "none"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. ``str(exc)`` is one line that names the setting."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    if field in _SHARED_ENV_NAMES:
+        return field.upper()
+    return f"BRIDGE_{field.upper()}"
+
+
+_SHARED_ENV_NAMES = frozenset(
+    {"livekit_url", "livekit_api_key", "livekit_api_secret", "openai_api_key", "openai_base_url"}
+)
+
+
+def _split_list(value: Any) -> Any:
+    """Lists from the environment: JSON arrays or comma-separated strings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc.msg}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class SessionOverrides(BaseModel):
+    """What a room (metadata) or a dispatch request may change for its sessions.
+
+    The same names and constraints as the matching settings; anything else is rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instructions: str | None = Field(default=None, max_length=16_000)
+    voice: Voice | None = None
+    response_policy: ResponsePolicy | None = None
+    audience: Audience | None = None
+    agent_name: str | None = Field(default=None, min_length=1, max_length=64)
+    video_enabled: bool | None = None
+    transcription_language: str | None = Field(default=None, max_length=16)
+
+
+class Settings(BaseSettings):
+    """All configuration of the bridge. See the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
+    )
+
+    # ---- LiveKit -------------------------------------------------------------------------
+    livekit_url: str = Field(
+        default="ws://127.0.0.1:7880",
+        validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url"),
+        description="LiveKit server URL (ws:// or wss://; http(s):// is accepted too).",
+    )
+    livekit_api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LIVEKIT_API_KEY", "livekit_api_key"),
+        description="LiveKit API key (needed by join, serve, dev).",
+    )
+    livekit_api_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LIVEKIT_API_SECRET", "livekit_api_secret"),
+        description="LiveKit API secret (secret).",
+    )
+
+    # ---- Model endpoint ----------------------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"),
+        description="Realtime API key (secret). Without it, `dev` runs on the emulator.",
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"),
+        description="Realtime API base URL; `http://127.0.0.1:PORT/v1` for the emulator.",
+    )
+    auth_header: str = Field(
+        default="Authorization",
+        min_length=1,
+        description="HTTP header carrying the key (Azure OpenAI: `api-key`).",
+    )
+    auth_scheme: str = Field(
+        default="Bearer",
+        description="Scheme before the key in that header; empty for none (Azure: empty).",
+    )
+    model: str = Field(default="gpt-realtime", min_length=1, description="Realtime model.")
+    ice_servers: StrList = Field(
+        default_factory=list,
+        description=(
+            "ICE servers for the model call (`turn:`/`turns:` URLs). Default none: the service "
+            "answers with host candidates. A TURN server over TCP/TLS is the way through "
+            "networks that block UDP."
+        ),
+    )
+    ice_username: str | None = Field(default=None, description="TURN username.")
+    ice_credential: SecretStr | None = Field(default=None, description="TURN credential.")
+    ice_host_addresses: StrList = Field(
+        default_factory=list,
+        description=(
+            "Local addresses for aiortc host candidates; empty = every interface but loopback "
+            "(aioice's default). Tests set `127.0.0.1` so no packet leaves the machine."
+        ),
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds for the HTTP POST of the offer."
+    )
+    ice_timeout: float = Field(
+        default=15.0, gt=0, le=300, description="Seconds for ICE + DTLS to connect."
+    )
+    datachannel_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds for the `oai-events` channel to open."
+    )
+    first_event_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds to wait for `session.created`."
+    )
+
+    # ---- Session sent to the model ---------------------------------------------------------
+    instructions: str = Field(
+        default=(
+            "You are a helpful voice assistant taking part in a live call. Answer briefly and "
+            "naturally, in the language the person speaks."
+        ),
+        max_length=16_000,
+        description="System instructions for every session.",
+    )
+    voice: Voice = Field(default="alloy", description="Model voice.")
+    transcription_model: str = Field(
+        default="gpt-4o-mini-transcribe",
+        description="Model for the humans' transcripts; empty turns user transcripts off.",
+    )
+    transcription_language: str | None = Field(
+        default=None, max_length=16, description="ISO-639-1 hint for transcription."
+    )
+    turn_detection: TurnDetection = Field(
+        default="server_vad", description="`server_vad`, `semantic_vad` or `none`."
+    )
+    vad_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="server_vad threshold.")
+    vad_prefix_padding_ms: int = Field(default=300, ge=0, le=5000, description="server_vad.")
+    vad_silence_duration_ms: int = Field(
+        default=500, ge=0, le=10_000, description="server_vad end-of-turn silence."
+    )
+    noise_reduction: Literal["near_field", "far_field", "none"] = Field(
+        default="none", description="Input noise reduction."
+    )
+    max_output_tokens: int | Literal["inf"] = Field(
+        default="inf", description="Cap on tokens per response (1..4096 or `inf`)."
+    )
+
+    # ---- Room behaviour ----------------------------------------------------------------------
+    agent_name: str = Field(
+        default="assistant",
+        min_length=1,
+        max_length=64,
+        description="`lk.agent.name`; also the name people use to address it.",
+    )
+    agent_identity_prefix: str = Field(
+        default="room-bridge-",
+        min_length=1,
+        max_length=64,
+        description="Agent identity = prefix + room name; participants with it are never bridged.",
+    )
+    mode: Literal["per_participant"] = Field(
+        default="per_participant", description="One model call per human."
+    )
+    audience: Audience = Field(
+        default="room", description="`room`: all hear the answer; `private`: only that human."
+    )
+    response_policy: ResponsePolicy = Field(
+        default="auto", description="`auto`, `listen` (transcribe only) or `addressed`."
+    )
+    address_names: StrList = Field(
+        default_factory=list,
+        description="Names that address the agent under `addressed` (default: agent_name).",
+    )
+    video_enabled: bool = Field(default=True, description="Relay the human's video.")
+    video_source: Literal["camera", "screen_share"] = Field(
+        default="camera", description="Which of the human's video tracks to relay."
+    )
+    video_fps: float = Field(default=1.0, gt=0, le=30, description="Max frames/s to the model.")
+    video_max_width: int = Field(default=1280, ge=16, le=4096, description="Max video width.")
+    video_max_height: int = Field(default=720, ge=16, le=4096, description="Max video height.")
+    idle_timeout: float = Field(
+        default=900.0, gt=0, description="End a session after this many seconds without speech."
+    )
+    retry_attempts: int = Field(
+        default=5, ge=0, le=100, description="Retries of a failed call (retryable errors only)."
+    )
+    retry_backoff_initial: float = Field(default=0.5, gt=0, le=60, description="First backoff.")
+    retry_backoff_max: float = Field(default=15.0, gt=0, le=600, description="Backoff ceiling.")
+    audio_queue_ms: int = Field(
+        default=400, ge=20, le=5000, description="Model audio buffered toward the room."
+    )
+
+    # ---- Dispatch service --------------------------------------------------------------------
+    server_host: str = Field(default="127.0.0.1", description="`serve` bind address.")
+    server_port: int = Field(default=8080, ge=1, le=65535, description="`serve` port.")
+    dispatch_token: SecretStr | None = Field(
+        default=None, description="Bearer token for POST/DELETE /dispatch (secret)."
+    )
+    rooms: Literal["all", "pattern", "metadata"] = Field(
+        default="all",
+        description="Which rooms get the AI: all, names matching `room_patterns`, or metadata.",
+    )
+    room_patterns: StrList = Field(
+        default_factory=lambda: ["*"], description="Room-name globs for `rooms = pattern`."
+    )
+    metadata_key: str = Field(
+        default="ai", min_length=1, description="Room metadata key that enables the AI."
+    )
+    max_sessions: int = Field(default=8, ge=1, le=10_000, description="Sessions per process.")
+    workers: int = Field(
+        default=0, ge=0, le=256, description="Room-worker processes; 0 = number of cores."
+    )
+    reconcile_interval: float = Field(
+        default=30.0, gt=0, le=3600, description="Seconds between reconcile passes."
+    )
+    drain_timeout: float = Field(
+        default=3600.0, ge=0, description="On SIGTERM, seconds live sessions may finish."
+    )
+    webhook_max_bytes: int = Field(
+        default=65_536, ge=1024, le=10_485_760, description="Largest webhook body accepted."
+    )
+
+    # ---- Logging -----------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json` for one JSON object per line (Kubernetes)."
+    )
+
+    @field_validator(
+        "ice_servers", "ice_host_addresses", "address_names", "room_patterns", mode="before"
+    )
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("livekit_url")
+    @classmethod
+    def _livekit_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ValueError("must start with ws://, wss://, http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _ice_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"{url!r} is not a stun:/turn:/turns: URL")
+        return value
+
+    @field_validator("max_output_tokens")
+    @classmethod
+    def _max_tokens(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 4096:
+            raise ValueError("must be between 1 and 4096, or 'inf'")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> Settings:
+        if self.retry_backoff_initial > self.retry_backoff_max:
+            raise ValueError("retry_backoff_initial must not exceed retry_backoff_max")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the TOML file (see load_settings), so env overrides it.
+        return env_settings, init_settings
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def require(self, *fields: str) -> None:
+        """Raise ConfigError naming the first of ``fields`` that is unset."""
+        for field in fields:
+            value = getattr(self, field)
+            if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+                raise ConfigError(f"{env_name(field)} is not set (needed by this command)")
+
+    @property
+    def livekit_http_url(self) -> str:
+        """The server API URL (http/https) for the same LiveKit server."""
+        url = self.livekit_url
+        if url.startswith("ws://"):
+            return "http://" + url.removeprefix("ws://")
+        if url.startswith("wss://"):
+            return "https://" + url.removeprefix("wss://")
+        return url
+
+    @property
+    def addressed_by(self) -> list[str]:
+        return self.address_names or [self.agent_name]
+
+
+def _describe(error: Any) -> str:
+    loc = [str(part) for part in error["loc"] if not isinstance(part, int)]
+    key = loc[0] if loc else "settings"
+    field = (
+        key.lower().removeprefix("bridge_")
+        if key.lower() not in Settings.model_fields
+        else key.lower()
+    )
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {'.'.join(loc)!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if field in Settings.model_fields:
+        return f"invalid setting {field} ({env_name(field)}): {message}"
+    return f"invalid settings: {message}"
+
+
+def load_settings(
+    config_path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Read settings from the environment, the TOML file and ``overrides`` (highest).
+
+    ``config_path`` None means ``config/bridge.toml`` when it exists. Raises ConfigError with a
+    single line on any problem.
+    """
+    explicit = config_path is not None
+    path = config_path if config_path is not None else DEFAULT_CONFIG_PATH
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist")
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith("BRIDGE_")
+        and name[len("BRIDGE_") :].lower() not in Settings.model_fields
+    )
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]} in the environment")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"config file {path}: [{key}] tables are not settings; use keys")
+    try:
+        settings = Settings(**data)
+        if overrides:
+            # Command-line flags beat the environment: validate them over what was read.
+            settings = Settings.model_validate({**settings.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(err) for err in exc.errors())) from None
+    return settings
+
+
+def apply_overrides(settings: Settings, overrides: SessionOverrides | None) -> Settings:
+    """A copy of ``settings`` with a room's overrides applied (already validated)."""
+    if overrides is None:
+        return settings
+    changes = overrides.model_dump(exclude_none=True)
+    if not changes:
+        return settings
+    return settings.model_copy(update=changes)

@@ -1,0 +1,28 @@
+"""Generated audio for tests: tones and their measured frequency."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE = 48_000
+FRAME_SAMPLES = 960  # 20 ms
+
+
+def tone(
+    freq: float, seconds: float, amplitude: float = 0.3, rate: int = SAMPLE_RATE
+) -> npt.NDArray[np.int16]:
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
+
+
+def dominant_frequency(samples: npt.NDArray[np.int16], rate: int = SAMPLE_RATE) -> float:
+    data = samples.astype(np.float64) * np.hanning(len(samples))
+    spectrum = np.abs(np.fft.rfft(data))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+def rms(samples: npt.NDArray[np.int16]) -> float:
+    if len(samples) == 0:
+        return 0.0
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
