@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def __iter__(self) -> Iterable[asyncio.Task[Any]]:
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
         return iter(set(self._tasks))
 
     @property

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 
-from bridge.config import Settings
+from bridge.config import ConfigError, Settings
 
 logger = logging.getLogger("bridge")
 
@@ -35,8 +36,31 @@ async def run_join(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_emulator(args: argparse.Namespace, settings: Settings) -> int:
-    print("room-bridge emulator: not yet available (RealtimeCall/emulator issue)")
-    return 1
+    from pydantic import SecretStr, ValidationError
+
+    from bridge.emulator.app import EmulatorServer
+    from bridge.emulator.options import EmulatorOptions
+
+    try:
+        given = json.loads(args.options) if args.options else {}
+        if not isinstance(given, dict):
+            raise ConfigError("--options must be a JSON object")
+        key = args.api_key or (
+            settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        )
+        if key:
+            given["api_key"] = SecretStr(key)
+        options = EmulatorOptions.model_validate(given)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--options is not JSON: {exc.msg}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid emulator option {where}: {err['msg']}") from None
+    async with EmulatorServer(settings, options, host=args.host, port=args.port) as server:
+        print(f"emulator listening: OPENAI_BASE_URL={server.base_url}", flush=True)
+        await _until_signal()
+    return 0
 
 
 async def run_dev(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,3 +26,15 @@ def rms(samples: npt.NDArray[np.int16]) -> float:
     if len(samples) == 0:
         return 0.0
     return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+
+
+def silence(seconds: float, rate: int = SAMPLE_RATE) -> npt.NDArray[np.int16]:
+    return np.zeros(int(seconds * rate), dtype=np.int16)
+
+
+def frames(samples: npt.NDArray[np.int16]) -> list[npt.NDArray[np.int16]]:
+    """Split into 20 ms frames, padding the last with silence."""
+    pad = (-len(samples)) % FRAME_SAMPLES
+    if pad:
+        samples = np.concatenate([samples, np.zeros(pad, dtype=np.int16)])
+    return [samples[i : i + FRAME_SAMPLES] for i in range(0, len(samples), FRAME_SAMPLES)]

@@ -1,0 +1,4 @@
+"""A local stand-in for the OpenAI Realtime API (HTTP + WebRTC + events + a fake model).
+
+See the README's "Emulator" section for what it imitates and what it does not.
+"""

@@ -1,0 +1,614 @@
+"""The fake model behind one emulated call: turns, transcripts, responses, interruptions, usage.
+
+It is driven by what arrives: audio frames (through the energy VAD), video frames, and client
+events already checked against the official schema. Everything it says goes through ``emit``,
+which validates it against the official server schema. Event order follows the "Typical VAD
+turn" of shared/docs/realtime-protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import re
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from bridge.aio import TaskSet, cancel_and_wait
+from bridge.emulator.options import EmulatorOptions
+from bridge.emulator.vad import EnergyVad, VadConfig, VadEvent
+from bridge.emulator.voice import VoiceTrack, tone
+from bridge.realtime.tracks import FRAME_MS, SAMPLE_RATE, Pcm
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class ErrorSink(Protocol):
+    def __call__(
+        self,
+        error_type: str,
+        message: str,
+        param: str | None,
+        event_id: str | None,
+        *,
+        code: str | None = None,
+    ) -> None: ...
+
+
+# Keep this much input audio for echo answers and client commits.
+INPUT_HISTORY_MS = 30_000
+IMAGE_TOKENS_PER_SNAPSHOT = 765
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+DEFAULT_SESSION: dict[str, Any] = {
+    "type": "realtime",
+    "model": "gpt-realtime",
+    "output_modalities": ["audio"],
+    "instructions": "You are a helpful assistant.",
+    "tools": [],
+    "tool_choice": "auto",
+    "max_output_tokens": "inf",
+    "tracing": None,
+    "truncation": "auto",
+    "audio": {
+        "input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": None,
+            "noise_reduction": None,
+            "turn_detection": {
+                "type": "server_vad",
+                "threshold": 0.5,
+                "prefix_padding_ms": 300,
+                "silence_duration_ms": 200,
+                "idle_timeout_ms": None,
+                "create_response": True,
+                "interrupt_response": True,
+            },
+        },
+        "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy", "speed": 1.0},
+    },
+}
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: dicts merge, anything else (including null) replaces."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def session_from_request(requested: dict[str, Any] | None) -> dict[str, Any]:
+    session = merge(DEFAULT_SESSION, requested or {})
+    detection = session["audio"]["input"].get("turn_detection")
+    if isinstance(detection, dict) and detection.get("type") == "server_vad":
+        defaults = DEFAULT_SESSION["audio"]["input"]["turn_detection"]
+        session["audio"]["input"]["turn_detection"] = {**defaults, **detection}
+    return session
+
+
+@dataclass
+class Usage:
+    """Token accounting per the protocol doc: user audio 1 token/100 ms, model audio 1/50 ms;
+    the whole conversation is billed again as input on every response."""
+
+    user_audio_ms: int = 0
+    model_audio_ms: int = 0
+    text_chars: int = 0
+    images: int = 0
+
+    def response(self, out_audio_ms: int, out_text: str, images_now: int) -> dict[str, Any]:
+        audio_in = self.user_audio_ms // 100 + self.model_audio_ms // 50
+        text_in = self.text_chars // 4
+        image_in = (self.images + images_now) * IMAGE_TOKENS_PER_SNAPSHOT
+        audio_out = out_audio_ms // 50
+        text_out = len(out_text) // 4
+        input_tokens = audio_in + text_in + image_in
+        output_tokens = audio_out + text_out
+        return {
+            "total_tokens": input_tokens + output_tokens,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "input_token_details": {
+                "text_tokens": text_in,
+                "audio_tokens": audio_in,
+                "image_tokens": image_in,
+                "cached_tokens": 0,
+            },
+            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
+        }
+
+
+@dataclass
+class _Response:
+    id: str
+    item_id: str
+    text: str
+    audio: Pcm | None
+    modalities: list[str]
+    task: asyncio.Task[None] | None = None
+    said: list[str] = field(default_factory=list)
+    done: bool = False
+
+
+class FakeModel:
+    def __init__(
+        self,
+        *,
+        options: EmulatorOptions,
+        session: dict[str, Any],
+        emit: Emit,
+        error: ErrorSink,
+        voice: VoiceTrack,
+    ) -> None:
+        self.options = options
+        self.session = session
+        self._emit = emit
+        self._error = error
+        self._voice = voice
+        self._tasks = TaskSet("emulator-model")
+        self._vad = EnergyVad(self._vad_config())
+        self._history: deque[Pcm] = deque(maxlen=INPUT_HISTORY_MS // FRAME_MS)
+        self._buffer_ms = 0  # uncommitted input since the last commit/clear (no-VAD mode)
+        self._turn_item: str | None = None
+        self._last_item: str | None = None
+        self._heard: str = ""
+        self._echo: Pcm | None = None
+        self._utterances = 0
+        self._answers = 0
+        self._response: _Response | None = None
+        self._playing: _Response | None = None
+        self._images_pending = 0
+        self.usage = Usage()
+        self.audio_out_started = False
+
+    async def aclose(self) -> None:
+        await self._tasks.aclose()
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    @property
+    def turn_detection(self) -> dict[str, Any] | None:
+        value = self.session["audio"]["input"].get("turn_detection")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def transcribes(self) -> bool:
+        return bool(self.session["audio"]["input"].get("transcription"))
+
+    def _vad_config(self) -> VadConfig:
+        td = self.turn_detection or {}
+        return VadConfig(
+            threshold=float(td.get("threshold", 0.5) if td.get("threshold") is not None else 0.5),
+            prefix_padding_ms=int(td.get("prefix_padding_ms") or 300),
+            silence_duration_ms=int(td.get("silence_duration_ms") or 200),
+            min_speech_ms=self.options.min_speech_ms,
+        )
+
+    def update_session(self, update: dict[str, Any], event_id: str | None) -> None:
+        if "model" in update and update["model"] != self.session.get("model"):
+            self._error(
+                "invalid_request_error",
+                "Cannot update a session's model.",
+                "session.model",
+                event_id,
+            )
+            return
+        voice = update.get("audio", {}).get("output", {}).get("voice")
+        if voice and voice != self.session["audio"]["output"]["voice"] and self.audio_out_started:
+            self._error(
+                "invalid_request_error",
+                "Cannot update a session's voice after the model has responded with audio.",
+                "session.audio.output.voice",
+                event_id,
+            )
+            return
+        self.session = session_from_request(merge(self.session, update))
+        self._vad.config = self._vad_config()
+        self._emit({"type": "session.updated", "session": self.session})
+
+    # ---- input -------------------------------------------------------------------------------
+
+    async def on_audio(self, pcm: Pcm) -> None:
+        self._history.append(pcm)
+        self.usage.user_audio_ms += FRAME_MS
+        self._buffer_ms += FRAME_MS
+        if self.turn_detection is None:
+            return
+        event = self._vad.push(pcm)
+        if event is VadEvent.STARTED:
+            await self._speech_started()
+        elif event is VadEvent.STOPPED:
+            self._speech_stopped()
+
+    def on_video_frame(self) -> None:
+        self._images_pending = 1  # the model takes one snapshot when it answers
+
+    async def _speech_started(self) -> None:
+        self._turn_item = new_id("item")
+        self._emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": self._vad.speech_start_ms,
+                "item_id": self._turn_item,
+            }
+        )
+        td = self.turn_detection or {}
+        if td.get("interrupt_response", True):
+            await self.interrupt("turn_detected")
+
+    def _speech_stopped(self) -> None:
+        item_id = self._turn_item or new_id("item")
+        self._turn_item = None
+        start, end = self._vad.speech_start_ms, self._vad.last_speech_ms
+        self._emit(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end, "item_id": item_id}
+        )
+        self._commit(item_id, self._recent_audio(self._vad.audio_ms - start), end - start)
+        td = self.turn_detection or {}
+        if td.get("create_response", True):
+            self._tasks.create_task(self._respond_later(), name="respond")
+
+    def _recent_audio(self, ms: int) -> Pcm:
+        frames = list(self._history)[-max(1, ms // FRAME_MS) :]
+        return np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
+
+    def commit(self, event_id: str | None) -> None:
+        """Client ``input_audio_buffer.commit``."""
+        if self._buffer_ms < 100:
+            self._error(
+                "invalid_request_error",
+                "Error committing input audio buffer: buffer too small. Expected at least "
+                f"100ms of audio, but buffer only has {self._buffer_ms:.2f}ms of audio.",
+                None,
+                event_id,
+                code="input_audio_buffer_commit_empty",
+            )
+            return
+        ms = min(self._buffer_ms, INPUT_HISTORY_MS)
+        self._commit(new_id("item"), self._recent_audio(ms), ms)
+
+    def clear_input(self) -> None:
+        self._buffer_ms = 0
+        self._emit({"type": "input_audio_buffer.cleared"})
+
+    def _commit(self, item_id: str, audio: Pcm, duration_ms: int) -> None:
+        self._buffer_ms = 0
+        self._utterances += 1
+        n = self._utterances
+        self._emit(
+            {
+                "type": "input_audio_buffer.committed",
+                "item_id": item_id,
+                "previous_item_id": self._last_item,
+            }
+        )
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        self._add_item(item)
+        if self.options.transcripts:
+            transcript = self.options.transcripts[(n - 1) % len(self.options.transcripts)]
+        else:
+            transcript = f"utterance {n}, {duration_ms / 1000:.2f} s"
+        self._heard = transcript
+        self._echo = audio
+        if self.transcribes:
+            self._tasks.create_task(
+                self._transcribe(item_id, transcript, duration_ms), name="transcribe"
+            )
+
+    async def _transcribe(self, item_id: str, transcript: str, duration_ms: int) -> None:
+        await asyncio.sleep(self.options.transcription_delay_ms / 1000)
+        for word in re.findall(r"\S+\s*", transcript):
+            self._emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "delta": word,
+                }
+            )
+        self._emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": transcript,
+                "usage": {"type": "duration", "seconds": round(duration_ms / 1000, 3)},
+            }
+        )
+
+    def _add_item(self, item: dict[str, Any]) -> None:
+        self._emit(
+            {"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item}
+        )
+        self._emit({"type": "conversation.item.done", "item": item})
+        self._last_item = item["id"]
+
+    def create_item(self, item: dict[str, Any]) -> None:
+        """Client ``conversation.item.create``."""
+        item = {**item, "id": item.get("id") or new_id("item"), "object": "realtime.item"}
+        if item.get("type") == "message":
+            item.setdefault("status", "completed")
+            texts = [c.get("text") or "" for c in item.get("content", []) if c.get("text")]
+            if item.get("role") == "user" and texts:
+                self._heard = " ".join(texts)
+                self.usage.text_chars += len(self._heard)
+        self._add_item(item)
+
+    # ---- responses ------------------------------------------------------------------------
+
+    async def _respond_later(self) -> None:
+        # Transcription (if any) runs concurrently, as with the service; the answer waits for
+        # the model's "thinking" time.
+        await asyncio.sleep(self.options.answer_delay_ms / 1000)
+        self.create_response(None, None)
+
+    def create_response(self, params: dict[str, Any] | None, event_id: str | None) -> None:
+        if self._response is not None:
+            self._error(
+                "invalid_request_error",
+                "Conversation already has an active response in progress: "
+                f"{self._response.id}. Wait until the response is finished before creating a "
+                "new one.",
+                None,
+                event_id,
+                code="conversation_already_has_active_response",
+            )
+            return
+        params = params or {}
+        modalities = list(params.get("output_modalities") or self.session["output_modalities"])
+        self._answers += 1
+        n = self._answers
+        heard = self._heard or "nothing yet"
+        if self.options.answers:
+            text = self.options.answers[(n - 1) % len(self.options.answers)]
+        elif self.options.voice_mode == "echo" and self._echo is not None:
+            text = f"Echo {n} of {heard}."
+        else:
+            text = f"Answer {n}. I heard: {heard}."
+        audio: Pcm | None = None
+        if "audio" in modalities:
+            echo = self._echo
+            if self.options.voice_mode == "echo" and echo is not None and len(echo):
+                audio = echo
+            else:
+                audio = tone(
+                    self.options.tone_hz, max(0.3, len(text) / self.options.chars_per_second)
+                )
+        response = _Response(
+            id=new_id("resp"), item_id=new_id("item"), text=text, audio=audio, modalities=modalities
+        )
+        self._response = response
+        response.task = self._tasks.create_task(self._run_response(response), name="response")
+
+    def _response_body(self, response: _Response, status: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": response.id,
+            "object": "realtime.response",
+            "status": status,
+            "output_modalities": response.modalities,
+            "conversation_id": "conv_emulator",
+            **extra,
+        }
+
+    def _assistant_item(self, response: _Response, status: str, text: str) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        if status != "in_progress":
+            kind = "output_audio" if response.audio is not None else "output_text"
+            key = "transcript" if response.audio is not None else "text"
+            content = [{"type": kind, key: text}]
+        return {
+            "id": response.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": status,
+            "content": content,
+        }
+
+    async def _run_response(self, response: _Response) -> None:
+        ids = {"response_id": response.id, "item_id": response.item_id}
+        where = {**ids, "output_index": 0, "content_index": 0}
+        self._emit(
+            {
+                "type": "response.created",
+                "response": self._response_body(response, "in_progress", output=[]),
+            }
+        )
+        item = self._assistant_item(response, "in_progress", "")
+        self._emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": response.id,
+                "output_index": 0,
+                "item": item,
+            }
+        )
+        self._emit(
+            {"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item}
+        )
+        self._last_item = response.item_id
+        audio = response.audio is not None
+        part_type = "audio" if audio else "text"
+        empty_part = {"type": part_type, ("transcript" if audio else "text"): ""}
+        self._emit({"type": "response.content_part.added", **where, "part": empty_part})
+        duration = (
+            len(response.audio) / SAMPLE_RATE
+            if response.audio is not None
+            else len(response.text) / self.options.chars_per_second
+        )
+        if response.audio is not None:
+            self._playing = response
+            self._voice.play(response.id, response.audio)
+        words = re.findall(r"\S+\s*", response.text) or [response.text]
+        step = duration / self.options.generation_speed / len(words)
+        delta_type = (
+            "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
+        )
+        for word in words:
+            await asyncio.sleep(step)
+            response.said.append(word)
+            self._emit(
+                {"type": delta_type, **where, "delta": word, "obfuscation": secrets.token_hex(2)}
+            )
+        text = response.text
+        if audio:
+            self._emit(
+                {"type": "response.output_audio_transcript.done", **where, "transcript": text}
+            )
+        else:
+            self._emit({"type": "response.output_text.done", **where, "text": text})
+        self._emit(
+            {
+                "type": "response.content_part.done",
+                **where,
+                "part": {"type": part_type, ("transcript" if audio else "text"): text},
+            }
+        )
+        done_item = self._assistant_item(response, "completed", text)
+        self._emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": response.id,
+                "output_index": 0,
+                "item": done_item,
+            }
+        )
+        self._emit({"type": "conversation.item.done", "item": done_item})
+        out_ms = int(duration * 1000) if audio else 0
+        self._finish(
+            response,
+            status="completed",
+            reason=None,
+            item=done_item,
+            out_audio_ms=out_ms,
+            text=text,
+        )
+
+    def _finish(
+        self,
+        response: _Response,
+        *,
+        status: str,
+        reason: str | None,
+        item: dict[str, Any],
+        out_audio_ms: int,
+        text: str,
+    ) -> None:
+        usage = self.usage.response(out_audio_ms, text, self._images_pending)
+        self.usage.images += self._images_pending
+        self._images_pending = 0
+        self.usage.model_audio_ms += out_audio_ms
+        self.usage.text_chars += len(text)
+        details: dict[str, Any] = {"type": status}
+        if reason:
+            details["reason"] = reason
+        body = self._response_body(
+            response, status, output=[item], usage=usage, status_details=details
+        )
+        response.done = True
+        self._response = None
+        self._emit({"type": "response.done", "response": body})
+        self._emit(
+            {
+                "type": "rate_limits.updated",
+                "rate_limits": [
+                    {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+                    {
+                        "name": "tokens",
+                        "limit": 400000,
+                        "remaining": 400000 - usage["total_tokens"],
+                        "reset_seconds": 0.5,
+                    },
+                ],
+            }
+        )
+
+    async def cancel(self, reason: str, event_id: str | None) -> None:
+        """Client ``response.cancel``."""
+        if self._response is None:
+            self._error(
+                "invalid_request_error",
+                "Cancellation failed: no active response found",
+                None,
+                event_id,
+                code="response_cancel_not_active",
+            )
+            return
+        playing = self._playing is self._response and self._voice.playing
+        await self._cancel_response(reason, self._voice.played_ms if playing else 0)
+
+    async def _cancel_response(self, reason: str, played_ms: int) -> None:
+        response = self._response
+        if response is None:
+            return
+        await cancel_and_wait(response.task)
+        said = "".join(response.said)
+        item = self._assistant_item(response, "incomplete", said)
+        self._finish(
+            response,
+            status="cancelled",
+            reason=reason,
+            item=item,
+            out_audio_ms=played_ms,
+            text=said,
+        )
+
+    async def interrupt(self, reason: str) -> None:
+        """The user barged in: cancel the answer being generated, drop its unplayed audio, and
+        truncate the item to what was heard."""
+        playing = self._playing if self._voice.playing else None
+        played_ms = self._voice.clear() if playing is not None else 0
+        if self._response is not None:
+            await self._cancel_response(reason, played_ms)
+        if playing is not None:
+            self._playing = None
+            self._emit({"type": "output_audio_buffer.cleared", "response_id": playing.id})
+            self._emit(
+                {
+                    "type": "conversation.item.truncated",
+                    "item_id": playing.item_id,
+                    "content_index": 0,
+                    "audio_end_ms": played_ms,
+                }
+            )
+
+    def clear_output(self) -> None:
+        """Client ``output_audio_buffer.clear``."""
+        playing = self._playing
+        self._voice.clear()
+        self._playing = None
+        self._emit(
+            {"type": "output_audio_buffer.cleared", "response_id": playing.id if playing else ""}
+        )
+
+    def audio_started(self, response_id: str) -> None:
+        self.audio_out_started = True
+        self._emit({"type": "output_audio_buffer.started", "response_id": response_id})
+
+    def audio_stopped(self, response_id: str) -> None:
+        if self._playing is not None and self._playing.id == response_id:
+            self._playing = None
+        self._emit({"type": "output_audio_buffer.stopped", "response_id": response_id})

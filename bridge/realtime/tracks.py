@@ -1,0 +1,213 @@
+"""Our media path on the aiortc side: tracks we feed and the loop that reads the model's audio.
+
+Kept in our hands (rather than aiortc's MediaPlayer/MediaRelay, whose queues are unbounded) so
+the performance work can replace pieces without touching callers. Audio is 48 kHz mono int16 in
+20 ms frames (960 samples) everywhere in the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48_000
+FRAME_MS = 20
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+FRAME_SECONDS = FRAME_MS / 1000
+AUDIO_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+
+Pcm = npt.NDArray[np.int16]
+_SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+
+class PcmAudioTrack(MediaStreamTrack):
+    """An outgoing audio track fed with 20 ms PCM frames by ``push``.
+
+    ``recv`` hands a pushed frame to the encoder as soon as it is there. When nothing arrives
+    (a muted microphone, a stalled source) it sends silence at the real-time rate, so the far end
+    keeps hearing a continuous stream and its voice detection sees the pause. The queue is
+    bounded: when the encoder falls behind, the oldest audio is dropped and counted.
+    """
+
+    kind = "audio"
+
+    def __init__(self, max_queued_frames: int = 10) -> None:
+        super().__init__()
+        self._queue: deque[tuple[Pcm, float]] = deque(maxlen=max_queued_frames)
+        self._ready = asyncio.Event()
+        self._pts = 0
+        self._deadline: float | None = None
+        self.dropped_frames = 0
+        self.sent_frames = 0
+        self.silent_frames = 0
+        # Seconds each pushed frame waited in the bridge before reaching the encoder; read by
+        # the benchmark, bounded so it never grows.
+        self.residence: deque[float] = deque(maxlen=10_000)
+
+    def push(self, pcm: Pcm) -> None:
+        if self.readyState != "live":
+            return
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped_frames += 1
+        self._queue.append((pcm, time.perf_counter()))
+        self._ready.set()
+
+    def clear(self) -> None:
+        self._queue.clear()
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._deadline is None:
+            self._deadline = now
+        if not self._queue:
+            self._ready.clear()
+            # Wait for real audio until this frame is due plus a little slack for jitter.
+            wait = max(0.0, self._deadline - now) + FRAME_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), wait)
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._queue:
+            pcm, pushed = self._queue.popleft()
+            self.residence.append(time.perf_counter() - pushed)
+            self.sent_frames += 1
+        else:
+            pcm = _SILENCE
+            self.silent_frames += 1
+        self._deadline = max(self._deadline + FRAME_SECONDS, loop.time() - FRAME_SECONDS)
+        return self._frame(pcm)
+
+    def _frame(self, pcm: Pcm) -> av.AudioFrame:
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm))
+        frame.planes[0].update(pcm.tobytes())
+        frame.sample_rate = SAMPLE_RATE
+        frame.time_base = AUDIO_TIME_BASE
+        frame.pts = self._pts
+        self._pts += len(pcm)
+        return frame
+
+
+class VideoFrameTrack(MediaStreamTrack):
+    """An outgoing video track fed with ``av.VideoFrame`` by ``push`` (already sampled and scaled
+    by the caller). Holds at most two frames; older ones are dropped and counted."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: deque[av.VideoFrame] = deque(maxlen=2)
+        self._ready = asyncio.Event()
+        self._start: float | None = None
+        self.dropped_frames = 0
+        self.sent_frames = 0
+
+    def push(self, frame: av.VideoFrame) -> None:
+        if self.readyState != "live":
+            return
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped_frames += 1
+        self._queue.append(frame)
+        self._ready.set()
+
+    async def recv(self) -> av.VideoFrame:
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self._queue.popleft()
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        frame.pts = int((now - self._start) * 90_000)
+        frame.time_base = VIDEO_TIME_BASE
+        self.sent_frames += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+def to_mono(frame: av.AudioFrame) -> Pcm:
+    """48 kHz mono int16 samples from a decoded frame (aiortc decodes Opus to packed stereo)."""
+    data = frame.to_ndarray()
+    if frame.format.name != "s16" or frame.sample_rate != SAMPLE_RATE:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        return np.concatenate(out).astype(np.int16) if out else _SILENCE[:0]
+    channels = len(frame.layout.channels)
+    if channels == 1:
+        return data.reshape(-1).astype(np.int16, copy=False)
+    # The model speaks mono, upmixed to stereo by Opus: one channel carries it all.
+    return np.ascontiguousarray(data.reshape(-1)[::channels])
+
+
+class AudioReceiver:
+    """Reads a remote audio track into a bounded queue of mono PCM frames.
+
+    ``run()`` is the loop; its owner runs it as a task and cancels it. Consumers iterate
+    ``frames()``. When the consumer is slow the oldest frames are dropped and counted, so a
+    stalled room never makes audio pile up.
+    """
+
+    def __init__(self, track: MediaStreamTrack, max_queued_frames: int = 50) -> None:
+        self._track = track
+        self._queue: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=max_queued_frames)
+        self.dropped_frames = 0
+        self.received_frames = 0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    frame = await self._track.recv()
+                except MediaStreamError:
+                    return
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                pcm = to_mono(frame)
+                self.received_frames += 1
+                if self._queue.full():
+                    self._queue.get_nowait()
+                    self.dropped_frames += 1
+                self._queue.put_nowait(pcm)
+        finally:
+            # Wake the consumer so it sees the end of the stream.
+            if self._queue.full():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    def clear(self) -> int:
+        """Drop every queued frame (barge-in); returns how many were dropped."""
+        n = 0
+        while not self._queue.empty():
+            if self._queue.get_nowait() is None:
+                self._queue.put_nowait(None)
+                break
+            n += 1
+        return n
+
+    async def frames(self) -> AsyncIterator[Pcm]:
+        while True:
+            pcm = await self._queue.get()
+            if pcm is None:
+                return
+            yield pcm
