@@ -31,8 +31,22 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_join(args: argparse.Namespace, settings: Settings) -> int:
-    print("room-bridge join: not yet available (room worker issue)")
-    return 1
+    from bridge.room import RoomWorker
+
+    settings.require("livekit_api_key", "livekit_api_secret", "openai_api_key")
+    worker = RoomWorker(settings, args.room)
+    try:
+        await worker.start()
+        done = asyncio.ensure_future(worker.wait())
+        signalled = asyncio.ensure_future(_until_signal())
+        await asyncio.wait({done, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        for fut in (done, signalled):
+            fut.cancel()
+        await asyncio.gather(done, signalled, return_exceptions=True)
+    finally:
+        await worker.aclose("stopped" if worker.end_reason is None else worker.end_reason)
+    logger.info("left room %s: %s", args.room, worker.end_reason)
+    return 0
 
 
 async def run_emulator(args: argparse.Namespace, settings: Settings) -> int:

@@ -245,6 +245,12 @@ class Settings(BaseSettings):
     idle_timeout: float = Field(
         default=900.0, gt=0, description="End a session after this many seconds without speech."
     )
+    empty_room_grace: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Seconds the agent stays after the last human left (they may come back).",
+    )
     retry_attempts: int = Field(
         default=5, ge=0, le=100, description="Retries of a failed call (retryable errors only)."
     )
@@ -329,9 +335,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _backoff(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.retry_backoff_initial > self.retry_backoff_max:
             raise ValueError("retry_backoff_initial must not exceed retry_backoff_max")
+        if self.response_policy == "addressed" and not self.transcription_model:
+            raise ValueError(
+                "response_policy 'addressed' needs transcription_model: the agent is addressed "
+                "by name in the transcript"
+            )
         return self
 
     @classmethod
@@ -434,4 +445,5 @@ def apply_overrides(settings: Settings, overrides: SessionOverrides | None) -> S
     changes = overrides.model_dump(exclude_none=True)
     if not changes:
         return settings
-    return settings.model_copy(update=changes)
+    # Validated again as a whole: an override can make settings inconsistent.
+    return Settings.model_validate({**settings.model_dump(), **changes})

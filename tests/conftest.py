@@ -1,14 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest_asyncio
 from pydantic import SecretStr
 
+from bridge.config import Settings
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.livekit_server import LiveKitServer, LiveKitServerConfig
 from tests.env import EMULATOR_KEY, test_settings
+
+BridgeSettings = Callable[..., Settings]
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -34,3 +38,23 @@ async def emulator(emulator_server: EmulatorServer) -> AsyncIterator[EmulatorSer
     emulator.options = defaults
     yield emulator_server
     emulator.options = EmulatorOptions(api_key=SecretStr(EMULATOR_KEY))
+
+
+@pytest_asyncio.fixture
+async def bridge_settings(
+    livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> AsyncIterator[BridgeSettings]:
+    """Settings factory pointing the bridge at the test livekit-server and emulator."""
+
+    def make(**overrides: Any) -> Settings:
+        return test_settings(
+            livekit_url=livekit_server.url,
+            livekit_api_key=livekit_server.api_key,
+            livekit_api_secret=SecretStr(livekit_server.api_secret),
+            openai_base_url=emulator.base_url,
+            empty_room_grace=1.0,
+            retry_backoff_initial=0.2,
+            **overrides,
+        )
+
+    yield make

@@ -22,9 +22,9 @@ import numpy as np
 
 from bridge.aio import TaskSet, cancel_and_wait
 from bridge.emulator.options import EmulatorOptions
-from bridge.emulator.vad import EnergyVad, VadConfig, VadEvent
 from bridge.emulator.voice import VoiceTrack, tone
 from bridge.realtime.tracks import FRAME_MS, SAMPLE_RATE, Pcm
+from bridge.vad import EnergyVad, VadConfig, VadEvent
 
 logger = logging.getLogger(__name__)
 

@@ -170,7 +170,10 @@ class AudioReceiver:
 
     def __init__(self, track: MediaStreamTrack, max_queued_frames: int = 50) -> None:
         self._track = track
-        self._queue: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=max_queued_frames)
+        # (samples, perf_counter() when decoded) or None at the end of the stream
+        self._queue: asyncio.Queue[tuple[Pcm, float] | None] = asyncio.Queue(
+            maxsize=max_queued_frames
+        )
         self.dropped_frames = 0
         self.received_frames = 0
 
@@ -188,7 +191,7 @@ class AudioReceiver:
                 if self._queue.full():
                     self._queue.get_nowait()
                     self.dropped_frames += 1
-                self._queue.put_nowait(pcm)
+                self._queue.put_nowait((pcm, time.perf_counter()))
         finally:
             # Wake the consumer so it sees the end of the stream.
             if self._queue.full():
@@ -206,8 +209,13 @@ class AudioReceiver:
         return n
 
     async def frames(self) -> AsyncIterator[Pcm]:
-        while True:
-            pcm = await self._queue.get()
-            if pcm is None:
-                return
+        async for pcm, _ in self.timed_frames():
             yield pcm
+
+    async def timed_frames(self) -> AsyncIterator[tuple[Pcm, float]]:
+        """Frames with the ``time.perf_counter()`` at which each was decoded."""
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item

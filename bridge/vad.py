@@ -1,4 +1,7 @@
-"""Energy-based voice activity detection standing in for the service's server VAD.
+"""Energy-based voice activity detection.
+
+The emulator uses it as its stand-in for the service's server VAD; the bridge uses it to wake a
+session that went idle when its human speaks again.
 
 A 20 ms frame is speech when its level exceeds ``-60 dBFS + 50 dB * threshold`` (threshold 0.5
 -> -35 dBFS; 0.0 -> -60; 1.0 -> -10). ``prefix_padding_ms`` and ``silence_duration_ms`` mean

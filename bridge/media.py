@@ -1,0 +1,176 @@
+"""LiveKit frames <-> aiortc tracks, for one human's session.
+
+    mic:     rtc.AudioStream (48 kHz mono, 20 ms) -> MicrophonePump -> PcmAudioTrack -> model
+    camera:  rtc.VideoStream -> VideoSampler (<= fps, <= max size) -> VideoFrameTrack -> model
+    voice:   model -> AudioReceiver -> SpeakerPump -> rtc.AudioSource -> agent track in the room
+
+Each pump is a loop its owner (the session) runs as a task. The sinks can be swapped while the
+loops run, so one pump serves every call a session makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import av
+import numpy as np
+from livekit import rtc
+
+from bridge.config import Settings
+from bridge.metrics import AUDIO_FRAMES_DROPPED
+from bridge.realtime.tracks import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioReceiver,
+    PcmAudioTrack,
+    VideoFrameTrack,
+)
+from bridge.vad import EnergyVad, VadConfig, VadEvent
+
+logger = logging.getLogger(__name__)
+
+
+class MicrophonePump:
+    """The human's microphone into the current call. With no call attached (the session is idle)
+    it listens for speech and sets ``woke``."""
+
+    def __init__(self, track: rtc.Track, settings: Settings) -> None:
+        self._track = track
+        self._sink: PcmAudioTrack | None = None
+        self._vad = EnergyVad(VadConfig(threshold=settings.vad_threshold))
+        self.woke = asyncio.Event()
+        self.frames = 0
+        self._dropped_seen = 0
+
+    def attach(self, sink: PcmAudioTrack | None) -> None:
+        self._sink = sink
+        self._dropped_seen = 0
+        self.woke.clear()
+
+    async def run(self) -> None:
+        stream = rtc.AudioStream(
+            self._track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=20
+        )
+        try:
+            async for event in stream:
+                pcm = np.frombuffer(event.frame.data, dtype=np.int16)
+                self.frames += 1
+                sink = self._sink
+                if sink is not None:
+                    sink.push(pcm)
+                    if sink.dropped_frames != self._dropped_seen:
+                        AUDIO_FRAMES_DROPPED.labels("uplink").inc(
+                            sink.dropped_frames - self._dropped_seen
+                        )
+                        self._dropped_seen = sink.dropped_frames
+                elif self._vad.push(pcm) is VadEvent.STARTED:
+                    self.woke.set()
+        finally:
+            await stream.aclose()
+
+
+def fit(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
+    """The largest even size within the limits that keeps the aspect ratio."""
+    scale = min(1.0, max_width / width, max_height / height)
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+class VideoSampler:
+    """The human's camera (or screen share) into the current call at no more than ``video_fps``
+    frames per second and no larger than ``video_max_width`` x ``video_max_height``. Frames in
+    between are never converted: only the sampled ones cost CPU."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._interval = 1.0 / settings.video_fps
+        self._max = (settings.video_max_width, settings.video_max_height)
+        self._sink: VideoFrameTrack | None = None
+        self._last = -float("inf")
+        self.frames_in = 0
+        self.frames_out = 0
+
+    def attach(self, sink: VideoFrameTrack | None) -> None:
+        self._sink = sink
+        self._last = -float("inf")
+
+    async def run(self, track: rtc.Track) -> None:
+        stream = rtc.VideoStream(track)
+        try:
+            async for event in stream:
+                self.frames_in += 1
+                now = time.monotonic()
+                sink = self._sink
+                if sink is None or now - self._last < self._interval:
+                    continue
+                self._last = now
+                sink.push(self._convert(event.frame))
+                self.frames_out += 1
+        finally:
+            await stream.aclose()
+
+    def _convert(self, frame: rtc.VideoFrame) -> av.VideoFrame:
+        rgb = frame.convert(rtc.VideoBufferType.RGB24)
+        pixels = np.frombuffer(rgb.data, dtype=np.uint8).reshape(rgb.height, rgb.width, 3)
+        out = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+        width, height = fit(rgb.width, rgb.height, *self._max)
+        return out.reformat(width=width, height=height, format="yuv420p")
+
+
+class SpeakerPump:
+    """The model's voice into the room. ``flush()`` drops everything queued at once (barge-in)
+    and keeps dropping what is still in flight from the interrupted answer until ``reopen()``."""
+
+    def __init__(self, source: rtc.AudioSource) -> None:
+        self._source = source
+        self._open = True
+        self.pushed_seconds = 0.0
+        self.last_frame_at = 0.0  # perf_counter() of the last frame handed to LiveKit
+        self.frames = 0
+        self.residence: deque[float] = deque(maxlen=10_000)
+        self._receiver: AudioReceiver | None = None
+
+    @property
+    def played_seconds(self) -> float:
+        """Audio that has left for the room (pushed minus still queued in the source)."""
+        return max(0.0, self.pushed_seconds - self._source.queued_duration)
+
+    def flush(self) -> None:
+        self._open = False
+        self._source.clear_queue()
+        if self._receiver is not None:
+            dropped = self._receiver.clear()
+            if dropped:
+                logger.debug("barge-in dropped %d queued frames", dropped)
+
+    def reopen(self) -> None:
+        self._open = True
+
+    def reset_position(self) -> None:
+        self.pushed_seconds = 0.0
+
+    async def run(self, receiver: AudioReceiver) -> None:
+        self._receiver = receiver
+        dropped_seen = 0
+        try:
+            async for pcm, decoded_at in receiver.timed_frames():
+                if receiver.dropped_frames != dropped_seen:
+                    AUDIO_FRAMES_DROPPED.labels("downlink").inc(
+                        receiver.dropped_frames - dropped_seen
+                    )
+                    dropped_seen = receiver.dropped_frames
+                if not self._open:
+                    continue
+                frame = rtc.AudioFrame(pcm.tobytes(), SAMPLE_RATE, 1, len(pcm))
+                await self._source.capture_frame(frame)
+                now = time.perf_counter()
+                self.residence.append(now - decoded_at)
+                self.last_frame_at = now
+                self.pushed_seconds += len(pcm) / SAMPLE_RATE
+                self.frames += 1
+        finally:
+            self._receiver = None
+
+
+__all__ = ["FRAME_SAMPLES", "MicrophonePump", "SpeakerPump", "VideoSampler", "fit"]

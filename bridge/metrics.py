@@ -1,0 +1,26 @@
+"""Prometheus metrics. Module-level collectors in the default registry; ``serve`` exposes them at
+``/metrics`` (worker processes report theirs to the HTTP process, see bridge/workers.py)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ROOMS_ACTIVE = Gauge("bridge_rooms_active", "Rooms this process has an agent in.")
+SESSIONS_ACTIVE = Gauge("bridge_sessions_active", "Human sessions with a live model call.")
+SESSIONS_STARTED = Counter("bridge_sessions_started_total", "Model calls connected.")
+SESSIONS_FAILED = Counter(
+    "bridge_sessions_failed_total", "Model calls that failed, by reason.", ["reason"]
+)
+CALL_SETUP_SECONDS = Histogram(
+    "bridge_call_setup_seconds",
+    "Offer to session.created.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)
+TOKENS = Counter("bridge_tokens_total", "Model tokens used, by kind.", ["kind"])
+AUDIO_FRAMES_DROPPED = Counter(
+    "bridge_audio_frames_dropped_total",
+    "Audio frames dropped because a stage fell behind, by direction.",
+    ["direction"],
+)
+WEBHOOKS = Counter("bridge_webhooks_total", "Webhook deliveries, by outcome.", ["outcome"])
+RECONCILE_RUNS = Counter("bridge_reconcile_runs_total", "Reconcile passes, by result.", ["result"])

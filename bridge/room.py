@@ -1,0 +1,327 @@
+"""RoomWorker: joins one LiveKit room as the agent and gives every human their own session.
+
+    worker = RoomWorker(settings, "support-42")
+    await worker.start()
+    reason = await worker.wait()      # no humans left, room closed, duplicate identity, stopped
+    await worker.aclose()
+
+The worker subscribes only to what it bridges (humans' microphones, and their camera or screen
+share when video is on), never to other agents. LiveKit callbacks are synchronous; each one that
+needs to do network work hands it to a task the worker owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from livekit import rtc
+
+from bridge.agent_state import AttributeWriter
+from bridge.aio import TaskSet, cancel_and_wait
+from bridge.config import SessionOverrides, Settings, apply_overrides
+from bridge.identity import agent_identity, agent_token, is_human
+from bridge.metrics import ROOMS_ACTIVE
+from bridge.session import ParticipantSession, UsageTotals
+
+logger = logging.getLogger(__name__)
+
+CHAT_TOPIC = "lk.chat"
+CONNECT_TIMEOUT = 15.0
+CHAT_READ_TIMEOUT = 10.0
+MAX_CHAT_CHARS = 8_000
+
+
+class RoomWorker:
+    def __init__(
+        self, settings: Settings, room_name: str, *, overrides: SessionOverrides | None = None
+    ) -> None:
+        self.settings = apply_overrides(settings, overrides)
+        self.room_name = room_name
+        self.identity = agent_identity(self.settings, room_name)
+        self.room = rtc.Room()
+        self.sessions: dict[str, ParticipantSession] = {}
+        self.usage = UsageTotals()
+        self.end_reason: str | None = None
+        self.duplicate = False
+        self._tasks = TaskSet(f"room-{room_name}")
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._video: dict[str, rtc.Track] = {}
+        self._ended = asyncio.Event()
+        self._empty_timer: asyncio.Task[None] | None = None
+        self._attributes: AttributeWriter | None = None
+        self._closed = False
+        self._extra = {"room": room_name}
+
+    @property
+    def attributes(self) -> AttributeWriter:
+        assert self._attributes is not None, "worker not started"
+        return self._attributes
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        token = agent_token(settings, self.room_name)
+        room = self.room
+        room.on("track_published", self._on_track_published)
+        room.on("track_subscribed", self._on_track_subscribed)
+        room.on("track_unsubscribed", self._on_track_unsubscribed)
+        room.on("track_unpublished", self._on_track_unpublished)
+        room.on("participant_connected", self._on_participant_connected)
+        room.on("participant_disconnected", self._on_participant_disconnected)
+        room.on("disconnected", self._on_disconnected)
+        options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT)
+        await asyncio.wait_for(room.connect(settings.livekit_url, token, options), CONNECT_TIMEOUT)
+        room.register_text_stream_handler(CHAT_TOPIC, self._on_chat)
+        ROOMS_ACTIVE.inc()
+        self._attributes = AttributeWriter(room.local_participant, self._tasks)
+        self._attributes.start()
+        logger.info("agent joined as %s", self.identity, extra=self._extra)
+        for participant in room.remote_participants.values():
+            for publication in participant.track_publications.values():
+                self._on_track_published(publication, participant)
+        self._check_humans()
+
+    async def wait(self) -> str:
+        """Until the worker has a reason to leave; returns it."""
+        await self._ended.wait()
+        return self.end_reason or "stopped"
+
+    def stop(self, reason: str = "stopped") -> None:
+        self._end(reason)
+
+    async def aclose(self, reason: str = "stopped") -> None:
+        """End every session (calls hung up, tracks unpublished) and leave. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._end(reason)
+        await cancel_and_wait(self._empty_timer)
+        sessions = list(self.sessions.values())
+        self.sessions.clear()
+        await asyncio.gather(*(s.aclose(reason) for s in sessions))
+        await self._tasks.aclose()
+        with contextlib.suppress(KeyError, ValueError):
+            self.room.unregister_text_stream_handler(CHAT_TOPIC)
+        if self.room.isconnected():
+            try:
+                await asyncio.wait_for(self.room.disconnect(), 10.0)
+            except (TimeoutError, Exception) as exc:  # the SDK raises Exception
+                logger.info("disconnect failed: %s", exc, extra=self._extra)
+        if self._attributes is not None:
+            ROOMS_ACTIVE.dec()
+        logger.info(
+            "agent left (%s); tokens %s",
+            self.end_reason,
+            dict(self.usage.tokens),
+            extra=self._extra,
+        )
+
+    def _end(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._ended.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        if self._tasks.closed:
+            coro.close()
+            return
+        self._tasks.create_task(coro, name=name)
+
+    # ---- participants and tracks ------------------------------------------------------------
+
+    def _wanted(self, publication: rtc.TrackPublication) -> bool:
+        if publication.source == rtc.TrackSource.SOURCE_MICROPHONE:
+            return True
+        if not self.settings.video_enabled:
+            return False
+        wanted = (
+            rtc.TrackSource.SOURCE_CAMERA
+            if self.settings.video_source == "camera"
+            else rtc.TrackSource.SOURCE_SCREENSHARE
+        )
+        return bool(publication.source == wanted)
+
+    def _on_track_published(
+        self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if is_human(self.settings, participant) and self._wanted(publication):
+            publication.set_subscribed(True)
+
+    def _on_track_subscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if not is_human(self.settings, participant) or self._closed:
+            return
+        if publication.source == rtc.TrackSource.SOURCE_MICROPHONE:
+            self._spawn(
+                self._start_session(participant, track, publication.sid),
+                f"start-{participant.identity}",
+            )
+        elif self._wanted(publication):
+            self._video[participant.identity] = track
+            session = self.sessions.get(participant.identity)
+            if session is not None:
+                session.attach_video(track)
+
+    def _on_track_unsubscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        self._track_gone(publication, participant, "microphone unsubscribed")
+
+    def _on_track_unpublished(
+        self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        self._track_gone(publication, participant, "microphone unpublished")
+
+    def _track_gone(
+        self,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+        why: str,
+    ) -> None:
+        if publication.source == rtc.TrackSource.SOURCE_MICROPHONE:
+            self._spawn(
+                self._stop_session(participant.identity, why), f"stop-{participant.identity}"
+            )
+        elif self._wanted(publication):
+            self._video.pop(participant.identity, None)
+            session = self.sessions.get(participant.identity)
+            if session is not None:
+                session.detach_video()
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        self._check_humans()
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        self._video.pop(participant.identity, None)
+        self._spawn(
+            self._stop_session(participant.identity, "left"), f"stop-{participant.identity}"
+        )
+        self._check_humans()
+
+    def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
+        if reason == rtc.DisconnectReason.DUPLICATE_IDENTITY:
+            self.duplicate = True
+            logger.warning(
+                "another agent joined as %s; this one leaves and does not rejoin",
+                self.identity,
+                extra=self._extra,
+            )
+            self._end("duplicate identity")
+        else:
+            name = rtc.DisconnectReason.Name(reason)
+            self._end(f"disconnected: {name}")
+
+    def humans(self) -> list[rtc.RemoteParticipant]:
+        return [p for p in self.room.remote_participants.values() if is_human(self.settings, p)]
+
+    def _check_humans(self) -> None:
+        if self.humans():
+            if self._empty_timer is not None:
+                self._empty_timer.cancel()
+                self._empty_timer = None
+        elif self._empty_timer is None and not self._closed:
+            self._empty_timer = self._tasks.create_task(self._leave_when_empty(), name="empty")
+
+    async def _leave_when_empty(self) -> None:
+        await asyncio.sleep(self.settings.empty_room_grace)
+        if not self.humans():
+            self._end("no humans left")
+
+    # ---- sessions -----------------------------------------------------------------------------
+
+    def _lock(self, identity: str) -> asyncio.Lock:
+        return self._locks.setdefault(identity, asyncio.Lock())
+
+    async def _start_session(
+        self, participant: rtc.RemoteParticipant, track: rtc.Track, mic_sid: str
+    ) -> None:
+        async with self._lock(participant.identity):
+            if participant.identity in self.sessions or self._closed:
+                return
+            session = ParticipantSession(
+                settings=self.settings,
+                room=self.room,
+                human=participant,
+                mic=track,
+                mic_sid=mic_sid,
+                attributes=self.attributes,
+                room_usage=self.usage,
+                on_track_published=self._update_permissions,
+            )
+            self.sessions[participant.identity] = session
+            logger.info(
+                "session starting", extra={**self._extra, "participant": participant.identity}
+            )
+            try:
+                await session.start()
+            except (TimeoutError, Exception) as exc:  # the SDK raises Exception
+                logger.error(
+                    "session could not start: %s",
+                    exc,
+                    extra={**self._extra, "participant": participant.identity},
+                )
+                self.sessions.pop(participant.identity, None)
+                await session.aclose("could not start")
+                return
+            video = self._video.get(participant.identity)
+            if video is not None:
+                session.attach_video(video)
+
+    async def _stop_session(self, identity: str, why: str) -> None:
+        async with self._lock(identity):
+            session = self.sessions.pop(identity, None)
+            if session is None:
+                return
+            await session.aclose(why)
+            self._update_permissions()
+
+    def _update_permissions(self) -> None:
+        """``private`` audience: each human may subscribe to their own answer track only."""
+        if self.settings.audience != "private":
+            return
+        permissions = [
+            rtc.ParticipantTrackPermission(
+                participant_identity=identity, allow_all=False, allowed_track_sids=[sid]
+            )
+            for identity, session in self.sessions.items()
+            if (sid := session.track_sid) is not None
+        ]
+        self.room.local_participant.set_track_subscription_permissions(
+            allow_all_participants=False, participant_permissions=permissions
+        )
+
+    # ---- chat ---------------------------------------------------------------------------------
+
+    def _on_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        self._spawn(self._read_chat(reader, sender), f"chat-{sender}")
+
+    async def _read_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        try:
+            text = await asyncio.wait_for(reader.read_all(), CHAT_READ_TIMEOUT)
+        except (TimeoutError, Exception) as exc:  # the SDK raises Exception
+            logger.warning("chat from %s could not be read: %s", sender, exc, extra=self._extra)
+            return
+        text = text.strip()[:MAX_CHAT_CHARS]
+        session = self.sessions.get(sender)
+        if not text:
+            return
+        if session is None:
+            logger.info(
+                "chat from %s not bridged: they have no session (no microphone published)",
+                sender,
+                extra=self._extra,
+            )
+            return
+        session.send_text(text)

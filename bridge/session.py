@@ -1,0 +1,519 @@
+"""ParticipantSession: one human <-> their model calls. The only module where LiveKit and the
+Realtime API meet.
+
+A session lives while the human's microphone is subscribed. Inside it, calls come and go: the
+first one when the session starts, a new one after a retryable failure (with backoff), after the
+service ends the session (the 60-minute limit; the recent conversation is carried over as text),
+or when the human speaks again after the session idled out. A non-retryable failure (401, a
+rejected session) ends the session with one error line; the room and other sessions go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from livekit import rtc
+
+from bridge.agent_state import AgentState, AttributeWriter
+from bridge.aio import TaskSet, cancel_and_wait
+from bridge.config import Settings
+from bridge.media import MicrophonePump, SpeakerPump, VideoSampler
+from bridge.metrics import (
+    CALL_SETUP_SECONDS,
+    SESSIONS_ACTIVE,
+    SESSIONS_FAILED,
+    SESSIONS_STARTED,
+    TOKENS,
+)
+from bridge.realtime import RealtimeAPIError, RealtimeCall, RealtimeError, build_session
+from bridge.realtime import events as ev
+from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
+from bridge.transcripts import Transcripts
+
+logger = logging.getLogger(__name__)
+
+HISTORY_TURNS = 20
+PENDING_TEXTS = 20
+
+
+@dataclass
+class UsageTotals:
+    """Tokens by kind (``input_audio``, ``output_text``, ...) and responses counted."""
+
+    tokens: Counter[str] = field(default_factory=Counter)
+    responses: int = 0
+
+    def add(self, usage: ev.Usage) -> None:
+        self.tokens.update({k: v for k, v in usage.by_kind().items() if v})
+        self.responses += 1
+
+
+@dataclass
+class SessionStats:
+    """What a session did; benchmarks and tests read it."""
+
+    created_at: float = field(default_factory=time.perf_counter)
+    first_ready_at: float | None = None
+    calls: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    barge_ins: int = 0
+
+
+def addresses(transcript: str, names: list[str]) -> bool:
+    return any(re.search(rf"\b{re.escape(name)}\b", transcript, re.IGNORECASE) for name in names)
+
+
+class _CallEnded(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ParticipantSession:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        room: rtc.Room,
+        human: rtc.RemoteParticipant,
+        mic: rtc.Track,
+        mic_sid: str,
+        attributes: AttributeWriter,
+        room_usage: UsageTotals,
+        on_track_published: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.identity = human.identity
+        self.name = human.name or human.identity
+        self._room = room
+        self._mic_sid = mic_sid
+        self._attributes = attributes
+        self._room_usage = room_usage
+        self._on_track_published = on_track_published
+        self._extra = {"room": room.name, "participant": human.identity}
+        self._tasks = TaskSet(f"session-{human.identity}")
+        self._mic = MicrophonePump(mic, settings)
+        self._sampler = VideoSampler(settings)
+        self._video_task: asyncio.Task[None] | None = None
+        self._source: rtc.AudioSource | None = None
+        self._publication: rtc.LocalTrackPublication | None = None
+        self._pump: SpeakerPump | None = None
+        self._transcripts: Transcripts | None = None
+        self._call: RealtimeCall | None = None
+        self._state = AgentState.INITIALIZING
+        self._response_id: str | None = None
+        self._audio_playing = False
+        self._input_text: dict[str, str] = {}
+        self._history: deque[tuple[str, str]] = deque(maxlen=HISTORY_TURNS)
+        self._pending_texts: deque[str] = deque(maxlen=PENDING_TEXTS)
+        self._last_activity = time.monotonic()
+        self._expired = False
+        self._closed = False
+        self.usage = UsageTotals()
+        self.stats = SessionStats()
+        self.ended_reason: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def speaks(self) -> bool:
+        return self.settings.response_policy != "listen"
+
+    @property
+    def call_id(self) -> str | None:
+        """The current model call's id, if a call is up."""
+        return self._call.call_id if self._call is not None else None
+
+    @property
+    def track_sid(self) -> str | None:
+        return self._publication.sid if self._publication is not None else None
+
+    async def start(self) -> None:
+        """Publish the agent track for this human and start the session's loops."""
+        agent = self._room.local_participant
+        if self.speaks:
+            self._source = rtc.AudioSource(48_000, 1, queue_size_ms=self.settings.audio_queue_ms)
+            track = rtc.LocalAudioTrack.create_audio_track(self.identity, self._source)
+            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            self._publication = await asyncio.wait_for(agent.publish_track(track, options), 15.0)
+            self._pump = SpeakerPump(self._source)
+            self._attributes.set_track(self.identity, self._publication.sid)
+            self._on_track_published()
+        self._transcripts = Transcripts(
+            agent,
+            agent_identity=agent.identity,
+            human_identity=self.identity,
+            human_track_sid=self._mic_sid,
+            pump=self._pump or SpeakerPump(rtc.AudioSource(48_000, 1)),
+            private=self.settings.audience == "private",
+            extra=self._extra,
+        )
+        self._transcripts.agent_track_sid = self.track_sid or ""
+        self._set_state(AgentState.INITIALIZING)
+        self._tasks.create_task(self._mic.run(), name="mic")
+        self._tasks.create_task(self._transcripts.run(), name="transcripts")
+        self._tasks.create_task(self._run(), name="calls")
+
+    def attach_video(self, track: rtc.Track) -> None:
+        if not self.settings.video_enabled or self._closed:
+            return
+        if self._video_task is not None:
+            self._video_task.cancel()
+        self._video_task = self._tasks.create_task(self._sampler.run(track), name="video")
+
+    def detach_video(self) -> None:
+        if self._video_task is not None:
+            self._video_task.cancel()
+            self._video_task = None
+
+    async def aclose(self, reason: str = "closed") -> None:
+        """End the session: hang up, unpublish the agent track, close streams. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.ended_reason = self.ended_reason or reason
+        if self._transcripts is not None:
+            await self._transcripts.drain()
+        await self._tasks.aclose()
+        if self._publication is not None:
+            try:
+                await asyncio.wait_for(
+                    self._room.local_participant.unpublish_track(self._publication.sid), 10.0
+                )
+            except (TimeoutError, Exception) as exc:  # the SDK raises Exception
+                logger.info("unpublish failed: %s", exc, extra=self._extra)
+        if self._source is not None:
+            await self._source.aclose()
+        self._attributes.remove(self.identity)
+        logger.info(
+            "session ended (%s): %d calls, %d responses, tokens %s",
+            self.ended_reason,
+            self.stats.calls,
+            self.usage.responses,
+            dict(self.usage.tokens),
+            extra=self._extra,
+        )
+
+    # ---- calls --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            self._set_state(AgentState.INITIALIZING)
+            try:
+                call = await self._connect()
+            except RealtimeError as exc:
+                self._count_failure(exc)
+                attempt += 1
+                if not exc.retryable or attempt > self.settings.retry_attempts:
+                    self._give_up(exc, attempt)
+                    return
+                await self._backoff(attempt, exc)
+                continue
+            attempt = 0
+            try:
+                ending = await self._converse(call)
+            finally:
+                self._call = None
+                SESSIONS_ACTIVE.dec()
+                await call.aclose()
+            if ending == "idle":
+                logger.info("session idle; call ended until the human speaks", extra=self._extra)
+                self._set_state(AgentState.IDLE)
+                await self._mic.woke.wait()
+            elif ending == "closed":
+                attempt += 1
+                failure = RealtimeError(f"call ended unexpectedly: {call.closed_reason}")
+                self._count_failure(failure)
+                if attempt > self.settings.retry_attempts:
+                    self._give_up(failure, attempt)
+                    return
+                await self._backoff(attempt, failure)
+
+    async def _connect(self) -> RealtimeCall:
+        create = self.settings.response_policy == "auto"
+        session = build_session(
+            self.settings, create_response=create, interrupt_response=self.speaks
+        )
+        audio = PcmAudioTrack()
+        video = VideoFrameTrack() if self.settings.video_enabled else None
+        call = RealtimeCall(
+            self.settings, session=session, audio=audio, video=video, log_extra=self._extra
+        )
+        try:
+            await call.connect()
+        except BaseException:
+            audio.stop()
+            if video is not None:
+                video.stop()
+            raise
+        self._call = call
+        self._expired = False
+        self.stats.calls += 1
+        if self.stats.first_ready_at is None:
+            self.stats.first_ready_at = time.perf_counter()
+        SESSIONS_STARTED.inc()
+        SESSIONS_ACTIVE.inc()
+        if call.connect_seconds is not None:
+            CALL_SETUP_SECONDS.observe(call.connect_seconds)
+        self._mic.attach(audio)
+        self._sampler.attach(video)
+        logger.info("session call ready", extra={**self._extra, "call_id": call.call_id})
+        return call
+
+    async def _converse(self, call: RealtimeCall) -> str:
+        """Run one call until it ends; returns ``idle``, ``expired`` or ``closed``."""
+        speaker: asyncio.Task[None] | None = None
+        if self._pump is not None:
+            self._pump.reopen()
+            speaker = self._tasks.create_task(self._pump.run(call.audio_out), name="speaker")
+        self._response_id = None
+        self._audio_playing = False
+        self._last_activity = time.monotonic()
+        self._set_state(AgentState.LISTENING)
+        try:
+            self._replay_history(call)
+            while self._pending_texts:
+                self._send_text(call, self._pending_texts.popleft())
+            events = call.events()
+            while True:
+                timeout = self._last_activity + self.settings.idle_timeout - time.monotonic()
+                if timeout <= 0:
+                    return "idle"
+                try:
+                    event = await asyncio.wait_for(anext(events), timeout)
+                except TimeoutError:
+                    continue  # re-check against the latest activity
+                except StopAsyncIteration:
+                    return "expired" if self._expired else "closed"
+                handler = _HANDLERS.get(event.type)
+                if handler is not None:
+                    handler(self, event)
+        finally:
+            self._mic.attach(None)
+            self._sampler.attach(None)
+            if self._transcripts is not None:
+                self._transcripts.interrupted()
+            await cancel_and_wait(speaker)
+
+    def _replay_history(self, call: RealtimeCall) -> None:
+        """After the service ended a session, carry the recent conversation over as text."""
+        for role, text in self._history:
+            kind = "input_text" if role == "user" else "output_text"
+            call.send(
+                ev.ConversationItemCreate(
+                    item={
+                        "type": "message",
+                        "role": role,
+                        "content": [{"type": kind, "text": text}],
+                    }
+                )
+            )
+
+    async def _backoff(self, attempt: int, exc: RealtimeError) -> None:
+        delay = min(
+            self.settings.retry_backoff_max,
+            self.settings.retry_backoff_initial * 2 ** (attempt - 1),
+        )
+        delay *= random.uniform(0.8, 1.2)  # jitter, not crypto
+        if isinstance(exc, RealtimeAPIError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        logger.warning(
+            "model call failed (%s); retry %d/%d in %.1f s",
+            exc,
+            attempt,
+            self.settings.retry_attempts,
+            delay,
+            extra=self._extra,
+        )
+        await asyncio.sleep(delay)
+
+    def _count_failure(self, exc: RealtimeError) -> None:
+        reason = type(exc).__name__
+        if isinstance(exc, RealtimeAPIError):
+            reason = f"http_{exc.status}"
+        self.stats.failures[reason] += 1
+        SESSIONS_FAILED.labels(reason).inc()
+
+    def _give_up(self, exc: RealtimeError, attempts: int) -> None:
+        why = "not retryable" if not exc.retryable else f"{attempts - 1} retries failed"
+        self.ended_reason = f"call failed: {exc}"
+        logger.error("model call failed (%s): %s; session ended", why, exc, extra=self._extra)
+        self._set_state(AgentState.IDLE)
+
+    # ---- room -> model --------------------------------------------------------------------------
+
+    def send_text(self, text: str) -> None:
+        """A chat message from this human: a text turn in their call."""
+        self._last_activity = time.monotonic()
+        call = self._call
+        if call is None:
+            self._pending_texts.append(text)  # delivered when the next call is up
+            self._mic.woke.set()
+            return
+        self._send_text(call, text)
+
+    def _send_text(self, call: RealtimeCall, text: str) -> None:
+        call.send(ev.ConversationItemCreate.user_text(text))
+        self._history.append(("user", text))
+        policy = self.settings.response_policy
+        if policy == "listen" or (
+            policy == "addressed" and not addresses(text, self.settings.addressed_by)
+        ):
+            return
+        if self._response_id is not None:
+            self._interrupt()
+            call.cancel_response()
+        call.send(ev.ResponseCreate())
+        self._set_state(AgentState.THINKING)
+
+    # ---- model -> room --------------------------------------------------------------------------
+
+    def _set_state(self, state: AgentState) -> None:
+        self._state = state
+        self._attributes.set_state(self.identity, state)
+
+    def _interrupt(self) -> None:
+        if self._pump is not None:
+            self._pump.flush()
+        if self._transcripts is not None:
+            self._transcripts.interrupted()
+        self.stats.barge_ins += 1
+
+    def _on_speech_started(self, event: ev.ServerEvent) -> None:
+        self._last_activity = time.monotonic()
+        if self._audio_playing or self._response_id is not None:
+            self._interrupt()
+            self._audio_playing = False
+        self._set_state(AgentState.LISTENING)
+
+    def _on_speech_stopped(self, event: ev.ServerEvent) -> None:
+        if self.settings.response_policy == "auto":
+            self._set_state(AgentState.THINKING)
+
+    def _on_input_delta(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.InputTranscriptDelta)
+        text = self._input_text.get(event.item_id, "") + event.delta
+        self._input_text[event.item_id] = text
+        if self._transcripts is not None:
+            self._transcripts.human(event.item_id, text, final=False)
+
+    def _on_input_completed(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.InputTranscriptCompleted)
+        self._input_text.pop(event.item_id, None)
+        transcript = event.transcript.strip()
+        if self._transcripts is not None:
+            self._transcripts.human(event.item_id, transcript, final=True)
+        if transcript:
+            self._history.append(("user", transcript))
+        if (
+            self.settings.response_policy == "addressed"
+            and self._call is not None
+            and self._response_id is None
+            and addresses(transcript, self.settings.addressed_by)
+        ):
+            self._call.send(ev.ResponseCreate())
+            self._set_state(AgentState.THINKING)
+
+    def _on_input_failed(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.InputTranscriptFailed)
+        logger.warning("transcription failed: %s", event.error.message, extra=self._extra)
+
+    def _on_response_created(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.ResponseCreated)
+        self._last_activity = time.monotonic()
+        self._response_id = event.response.id
+        if self._pump is not None:
+            self._pump.reopen()
+        if self._state is not AgentState.SPEAKING:
+            self._set_state(AgentState.THINKING)
+
+    def _on_audio_started(self, event: ev.ServerEvent) -> None:
+        self._audio_playing = True
+        if self._pump is not None:
+            self._pump.reopen()
+        if self._transcripts is not None:
+            self._transcripts.audio_started()
+        self._set_state(AgentState.SPEAKING)
+
+    def _on_audio_stopped(self, event: ev.ServerEvent) -> None:
+        self._audio_playing = False
+        if self._transcripts is not None:
+            self._transcripts.audio_stopped()
+        if self._response_id is None:
+            self._set_state(AgentState.LISTENING)
+
+    def _on_audio_cleared(self, event: ev.ServerEvent) -> None:
+        self._audio_playing = False
+        if self._transcripts is not None:
+            self._transcripts.interrupted()
+        if self._state is AgentState.SPEAKING:
+            self._set_state(AgentState.LISTENING)
+
+    def _on_transcript_delta(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.AudioTranscriptDelta)
+        if self._transcripts is not None:
+            self._transcripts.agent_delta(event.item_id, event.delta)
+
+    def _on_transcript_done(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.AudioTranscriptDone)
+        if self._transcripts is not None:
+            self._transcripts.agent_done(event.item_id, event.transcript)
+        self._history.append(("assistant", event.transcript))
+
+    def _on_text_done(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.TextDone)
+        if self._transcripts is not None:
+            self._transcripts.agent_text_only(event.item_id, event.text)
+
+    def _on_response_done(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.ResponseDone)
+        usage = event.response.usage
+        if usage is not None:
+            self.usage.add(usage)
+            self._room_usage.add(usage)
+            for kind, count in usage.by_kind().items():
+                if count:
+                    TOKENS.labels(kind).inc(count)
+        if event.response.id == self._response_id:
+            self._response_id = None
+        if not self._audio_playing:
+            self._set_state(AgentState.LISTENING)
+
+    def _on_error(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.ErrorEvent)
+        if event.error.code == "session_expired":
+            self._expired = True
+            logger.info("model session expired; reconnecting", extra=self._extra)
+            return
+        logger.warning(
+            "model error %s: %s",
+            event.error.code or event.error.type,
+            event.error.message,
+            extra=self._extra,
+        )
+
+
+_HANDLERS: dict[str, Callable[[ParticipantSession, ev.ServerEvent], None]] = {
+    ev.SpeechStarted.TYPE: ParticipantSession._on_speech_started,
+    ev.SpeechStopped.TYPE: ParticipantSession._on_speech_stopped,
+    ev.InputTranscriptDelta.TYPE: ParticipantSession._on_input_delta,
+    ev.InputTranscriptCompleted.TYPE: ParticipantSession._on_input_completed,
+    ev.InputTranscriptFailed.TYPE: ParticipantSession._on_input_failed,
+    ev.ResponseCreated.TYPE: ParticipantSession._on_response_created,
+    ev.OutputAudioStarted.TYPE: ParticipantSession._on_audio_started,
+    ev.OutputAudioStopped.TYPE: ParticipantSession._on_audio_stopped,
+    ev.OutputAudioCleared.TYPE: ParticipantSession._on_audio_cleared,
+    ev.AudioTranscriptDelta.TYPE: ParticipantSession._on_transcript_delta,
+    ev.AudioTranscriptDone.TYPE: ParticipantSession._on_transcript_done,
+    ev.TextDone.TYPE: ParticipantSession._on_text_done,
+    ev.ResponseDone.TYPE: ParticipantSession._on_response_done,
+    ev.ErrorEvent.TYPE: ParticipantSession._on_error,
+}

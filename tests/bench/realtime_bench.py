@@ -1,0 +1,159 @@
+"""Model-side benchmark: RealtimeCall against the emulator (a separate process).
+
+Prints JSON:
+- connect: offer -> session.created, median and p95 over ``--calls`` sequential calls;
+- cpu: client-process CPU seconds per call-second with ``--concurrent`` calls exchanging audio
+  both ways for ``--seconds`` (the client speaks 1 s, pauses 1 s; the emulator answers), plus the
+  emulator's own CPU for reference.
+
+    python -m tests.bench.realtime_bench [--calls 20] [--concurrent 5] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from bridge.realtime import RealtimeCall, build_session
+from bridge.realtime.tracks import PcmAudioTrack
+from tests.env import LOOPBACK_ENV, test_settings
+from tests.signals import silence, tone
+from tests.speaker import play
+
+KEY = "sk-bench-0123456789"
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+@contextlib.asynccontextmanager
+async def emulator_process() -> AsyncIterator[tuple[str, int]]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "--log-level",
+        "WARNING",
+        "emulator",
+        "--port",
+        str(port),
+        "--api-key",
+        KEY,
+        env={**os.environ, **LOOPBACK_ENV},
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(f"{base}/_emulator/calls", timeout=0.5)
+                    break
+                await asyncio.sleep(0.1)
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def bench_connect(base: str, calls: int) -> dict[str, Any]:
+    settings = test_settings(openai_base_url=base, openai_api_key=SecretStr(KEY))
+    times = []
+    for _ in range(calls):
+        async with RealtimeCall(settings, session=build_session(settings)) as call:
+            assert call.connect_seconds is not None
+            times.append(call.connect_seconds * 1000)
+    return {
+        "calls": calls,
+        "median_ms": round(statistics.median(times), 1),
+        "p95_ms": round(_pct(times, 0.95), 1),
+        "max_ms": round(max(times), 1),
+    }
+
+
+async def _talk(settings: Any, seconds: float, counters: dict[str, int]) -> None:
+    track = PcmAudioTrack()
+    async with RealtimeCall(settings, session=build_session(settings), audio=track) as call:
+
+        async def drain() -> None:
+            async for _ in call.audio_out.frames():
+                counters["frames_in"] += 1
+
+        async def events() -> None:
+            async for event in call.events():
+                if event.type == "response.done":
+                    counters["responses"] += 1
+
+        readers = [asyncio.create_task(drain()), asyncio.create_task(events())]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await play(track.push, tone(440, 1.0))
+            await play(track.push, silence(1.0))
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    track.stop()
+
+
+async def bench_cpu(
+    base: str, emulator_pid: int, concurrent: int, seconds: float
+) -> dict[str, Any]:
+    settings = test_settings(openai_base_url=base, openai_api_key=SecretStr(KEY))
+    counters = {"frames_in": 0, "responses": 0}
+    own_before, emu_before = time.process_time(), _cpu_seconds(emulator_pid)
+    wall = time.monotonic()
+    await asyncio.gather(*(_talk(settings, seconds, counters) for _ in range(concurrent)))
+    wall = time.monotonic() - wall
+    own, emu = time.process_time() - own_before, _cpu_seconds(emulator_pid) - emu_before
+    call_seconds = concurrent * wall
+    return {
+        "concurrent_calls": concurrent,
+        "wall_s": round(wall, 1),
+        "client_cpu_s_per_call_s": round(own / call_seconds, 4),
+        "client_cores_per_call": round(own / call_seconds, 4),
+        "emulator_cpu_s_per_call_s": round(emu / call_seconds, 4),
+        "model_frames_received": counters["frames_in"],
+        "responses": counters["responses"],
+    }
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--concurrent", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    async with emulator_process() as (base, pid):
+        result = {
+            "connect": await bench_connect(base, args.calls),
+            "cpu": await bench_cpu(base, pid, args.concurrent, args.seconds),
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,378 @@
+"""The room worker with a real livekit-server, the emulator and humans joined with the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from bridge.emulator.app import EmulatorServer
+from bridge.emulator.peer import EmulatedCall
+from bridge.livekit_server import LiveKitServer
+from bridge.room import RoomWorker
+from tests.conftest import BridgeSettings
+from tests.livekit import joined
+from tests.room_harness import Human, humans
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def room_name() -> str:
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def worker(settings: Any, room: str) -> AsyncIterator[RoomWorker]:
+    bridge = RoomWorker(settings, room)
+    await bridge.start()
+    try:
+        yield bridge
+    finally:
+        await bridge.aclose()
+
+
+def call_of(emulator: EmulatorServer, bridge: RoomWorker, identity: str) -> EmulatedCall:
+    """The emulated call behind ``identity``'s current session."""
+    session = bridge.sessions[identity]
+    assert session.call_id is not None
+    return emulator.emulator.calls[session.call_id]
+
+
+async def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.05)
+
+
+def is_subsequence(wanted: list[str], seen: list[str]) -> bool:
+    it = iter(seen)
+    return all(state in it for state in wanted)
+
+
+async def test_one_human_conversation(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer
+) -> None:
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].stats.calls)
+        await alice.wait_until(lambda: bool(alice.agent_tracks()))
+        (track,) = alice.agent_tracks()
+        assert track.name == "alice"
+        for answers in (1, 2):
+            loud_before = len(track.loud)
+            await alice.say(1.0, pause=0.7)
+
+            def answered(n: int = answers) -> bool:
+                return len(alice.final_transcripts(bridge.identity)) >= n
+
+            def heard(n: int = loud_before) -> bool:
+                return len(track.loud) - n > 40
+
+            await alice.wait_until(answered)
+            await alice.wait_until(heard)
+        await wait_for(lambda: alice.states[-1:] == ["listening"])
+
+        assert alice.mic is not None
+        human_finals = alice.final_transcripts("alice")
+        agent_finals = alice.final_transcripts(bridge.identity)
+        assert [t.text for t in human_finals][:2] == [
+            t.text for t in human_finals if t.text.startswith("utterance")
+        ][:2]
+        assert human_finals[0].text.startswith("utterance 1, ")
+        assert set(human_finals[0].attributes) == {
+            "lk.segment_id",
+            "lk.transcribed_track_id",
+            "lk.transcription_final",
+        }
+        assert human_finals[0].attributes["lk.transcribed_track_id"] == alice.mic.sid
+        assert human_finals[0].attributes["lk.segment_id"].startswith("SG_")
+        assert agent_finals[0].text == f"Answer 1. I heard: {human_finals[0].text}."
+        assert agent_finals[0].attributes["lk.transcribed_track_id"] == track.sid
+        assert agent_finals[0].attributes["lk.transcription_final"] == "true"
+        assert (
+            agent_finals[0].attributes["lk.segment_id"]
+            != human_finals[0].attributes["lk.segment_id"]
+        )
+        # Interim user transcripts came first, final last, for the same segment.
+        same = [
+            t
+            for t in alice.transcripts
+            if t.attributes["lk.segment_id"] == human_finals[0].attributes["lk.segment_id"]
+        ]
+        assert [t.final for t in same][-1] is True and not same[0].final
+        # The older transcription API carries both sides too.
+        assert any(who == "alice" and final for who, _, final in alice.legacy)
+        assert any(who == bridge.identity and final for who, _, final in alice.legacy)
+        # lk.agent.state walks through a turn, twice.
+        one_turn = ["listening", "thinking", "speaking", "listening"]
+        assert is_subsequence(one_turn + one_turn[1:], alice.states), alice.states
+        agent = next(
+            p for p in alice.room.remote_participants.values() if p.identity == bridge.identity
+        )
+        assert agent.attributes["lk.agent.name"] == "assistant"
+        assert agent.attributes["bridge.state.alice"] == "listening"
+        assert agent.attributes["bridge.track.alice"] == track.sid
+        usage = bridge.sessions["alice"].usage
+        assert usage.responses == 2 and usage.tokens["output_audio"] > 0
+        assert bridge.usage.tokens == usage.tokens
+
+
+async def test_two_humans_private_answers(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.options.voice_mode = "echo"  # each answer replays its own human's voice
+    room = room_name()
+    settings = bridge_settings(audience="private")
+    async with (
+        humans(livekit_server, room, "alice", "bob") as (alice, bob),
+        worker(settings, room) as bridge,
+    ):
+        await wait_for(
+            lambda: all(
+                bridge.sessions.get(h) and bridge.sessions[h].call_id for h in ("alice", "bob")
+            )
+        )
+        assert call_of(emulator, bridge, "alice") is not call_of(emulator, bridge, "bob")
+        await alice.wait_until(lambda: bool(alice.agent_tracks()))
+        await bob.wait_until(lambda: bool(bob.agent_tracks()))
+        await asyncio.gather(alice.say(0.8, freq=440, pause=0.7), bob.say(0.8, freq=880, pause=0.7))
+        await alice.wait_until(lambda: sum(len(t.loud) for t in alice.agent_tracks()) > 25)
+        await bob.wait_until(lambda: sum(len(t.loud) for t in bob.agent_tracks()) > 25)
+        await asyncio.sleep(0.5)
+        # Private: each human can subscribe only to the track that answers them.
+        assert [t.name for t in alice.agent_tracks()] == ["alice"]
+        assert [t.name for t in bob.agent_tracks()] == ["bob"]
+        (for_alice,) = alice.agent_tracks()
+        (for_bob,) = bob.agent_tracks()
+        assert abs(for_alice.frequency() - 440) < 15
+        assert abs(for_bob.frequency() - 880) < 15
+        # Each answer's transcript reaches only its own human, tagged with their answer track.
+        await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
+        await bob.wait_until(lambda: len(bob.final_transcripts(bridge.identity)) >= 1)
+        for person, answer in ((alice, for_alice), (bob, for_bob)):
+            tracks = {
+                t.attributes["lk.transcribed_track_id"]
+                for t in person.final_transcripts(bridge.identity)
+            }
+            assert tracks == {answer.sid}
+
+
+async def test_barge_in_flushes_room_audio(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.options.answers = ["This answer is long on purpose. " * 3]  # ~6.4 s
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await alice.wait_until(lambda: bool(alice.agent_tracks()))
+        (track,) = alice.agent_tracks()
+        await alice.say(0.6, pause=0.7)
+        await alice.wait_until(lambda: len(track.loud) > 50)  # a second of the answer played
+        # The barge-in is a turn too; hold its answer back so it cannot be mistaken for the first.
+        emulator.emulator.options.answer_delay_ms = 5000
+        barge_in = await alice.say(0.5, freq=300, pause=0.6)
+        await asyncio.sleep(1.5)
+        last_loud_before_next = max(t for t in track.loud if t < barge_in + 2.5)
+        flush_s = last_loud_before_next - barge_in
+        print(f"barge-in: last model frame {flush_s * 1000:.0f} ms after speech start")
+        # Without the flush the answer would play ~5 more seconds.
+        assert flush_s < 1.5
+        assert bridge.sessions["alice"].stats.barge_ins >= 1
+        # The interrupted answer's segment ends with only what was said.
+        await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
+        said = alice.final_transcripts(bridge.identity)[0].text
+        assert 0 < len(said) < len(emulator.emulator.options.answers[0].strip())
+
+
+async def test_video_is_sampled_before_the_encoder(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    settings = bridge_settings(video_fps=1.0, video_max_width=640, video_max_height=640)
+    async with humans(livekit_server, room, "alice") as (alice,), worker(settings, room) as bridge:
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await alice.publish_camera(1280, 720, fps=30, seconds=5.0)
+        call = call_of(emulator, bridge, "alice")
+        await wait_for(lambda: call.video.frames >= 3)
+        video = call.snapshot()["video"]
+    assert video["fps"] <= 1.2, video
+    assert (video["width"], video["height"]) == (640, 360)
+
+
+async def test_leaving_ends_exactly_their_call(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice"),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        bob = Human(livekit_server, room, "bob")
+        await bob.join()
+        await wait_for(
+            lambda: all(
+                bridge.sessions.get(h) and bridge.sessions[h].call_id for h in ("alice", "bob")
+            )
+        )
+        alice_call, bob_call = call_of(emulator, bridge, "alice"), call_of(emulator, bridge, "bob")
+        await bob.leave()
+        await wait_for(lambda: bob_call.state == "ended")
+        assert bob_call.ended_reason == "hangup"
+        assert alice_call.state == "active"
+        assert "bob" not in bridge.sessions
+
+        bob = Human(livekit_server, room, "bob")
+        await bob.join()
+        await wait_for(
+            lambda: (
+                bridge.sessions.get("bob") is not None
+                and bridge.sessions["bob"].call_id is not None
+            )
+        )
+        assert call_of(emulator, bridge, "bob") is not bob_call
+        # Unpublishing the microphone ends the session as well.
+        current = call_of(emulator, bridge, "bob")
+        await bob.unpublish_mic()
+        await wait_for(lambda: current.state == "ended")
+        await bob.leave()
+        assert alice_call.state == "active"
+
+
+async def test_mute_keeps_the_call_and_idle_ends_it(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(idle_timeout=2.0), room) as bridge,
+    ):
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        first = call_of(emulator, bridge, "alice")
+        assert alice.mic is not None
+        alice.mic.track.mute()  # type: ignore[union-attr]
+        await asyncio.sleep(0.8)
+        assert first.state == "active"
+        alice.mic.track.unmute()  # type: ignore[union-attr]
+        # No speech for idle_timeout: the call ends, the state goes idle.
+        await wait_for(lambda: first.state == "ended", timeout=10)
+        await alice.wait_until(lambda: alice.states[-1:] == ["idle"])
+        # Speaking again brings a new call.
+        await alice.say(0.6, pause=0.5)
+        await wait_for(lambda: bridge.sessions["alice"].call_id is not None)
+        assert call_of(emulator, bridge, "alice") is not first
+
+
+async def test_listen_policy_publishes_no_audio(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer
+) -> None:
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(response_policy="listen"), room) as bridge,
+    ):
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await alice.say(0.8, pause=0.7)
+        await alice.wait_until(lambda: len(alice.final_transcripts("alice")) >= 1)
+        await asyncio.sleep(1.0)
+        agent = bridge.room.local_participant
+        assert not agent.track_publications
+        assert alice.final_transcripts(bridge.identity) == []
+        assert bridge.sessions["alice"].usage.responses == 0
+
+
+async def test_addressed_policy_answers_only_when_addressed(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.options.transcripts = [
+        "let us look at the numbers",
+        "Assistant, what do you think?",
+    ]
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(response_policy="addressed"), room) as bridge,
+    ):
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await alice.say(0.7, pause=0.7)
+        await alice.wait_until(lambda: len(alice.final_transcripts("alice")) >= 1)
+        await asyncio.sleep(1.2)
+        assert alice.final_transcripts(bridge.identity) == []
+        await alice.say(0.7, pause=0.7)
+        await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
+        assert "Assistant, what do you think?" in alice.final_transcripts(bridge.identity)[0].text
+
+
+async def test_chat_is_a_text_turn(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer
+) -> None:
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await alice.chat("what is on the agenda")
+        await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
+        assert "what is on the agenda" in alice.final_transcripts(bridge.identity)[0].text
+
+
+async def test_refused_call_recovers_and_401_ends_the_session(
+    bridge_settings: BridgeSettings,
+    livekit_server: LiveKitServer,
+    emulator: EmulatorServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    emulator.emulator.options.fail_calls_status = 429
+    emulator.emulator.options.fail_calls_count = 1
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice"),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        assert bridge.sessions["alice"].stats.failures["http_429"] == 1
+
+    caplog.set_level(logging.INFO)
+    room = room_name()
+    wrong = bridge_settings(openai_api_key=SecretStr("sk-wrong-000000000000"))
+    async with humans(livekit_server, room, "alice"), worker(wrong, room) as bridge:
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].ended_reason)
+        session = bridge.sessions["alice"]
+        assert session.stats.failures == {"http_401": 1}
+        assert bridge.end_reason is None  # the room goes on
+    lines = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "not retryable" in r.getMessage()
+    ]
+    assert len(lines) == 1
+    assert "sk-wrong" not in caplog.text
+
+
+async def test_duplicate_identity_leaves_and_stays_out(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer
+) -> None:
+    room = room_name()
+    async with (
+        joined(livekit_server, room, "alice"),
+        worker(bridge_settings(), room) as first,
+        worker(bridge_settings(), room) as second,
+    ):
+        reason = await asyncio.wait_for(first.wait(), 10)
+        assert reason == "duplicate identity" and first.duplicate
+        assert second.end_reason is None
