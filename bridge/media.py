@@ -43,6 +43,7 @@ class MicrophonePump:
         self._vad = EnergyVad(VadConfig(threshold=settings.vad_threshold))
         self.woke = asyncio.Event()
         self.frames = 0
+        self.dropped = 0
         self._dropped_seen = 0
 
     def attach(self, sink: PcmAudioTrack | None) -> None:
@@ -62,9 +63,9 @@ class MicrophonePump:
                 if sink is not None:
                     sink.push(pcm)
                     if sink.dropped_frames != self._dropped_seen:
-                        AUDIO_FRAMES_DROPPED.labels("uplink").inc(
-                            sink.dropped_frames - self._dropped_seen
-                        )
+                        new = sink.dropped_frames - self._dropped_seen
+                        AUDIO_FRAMES_DROPPED.labels("uplink").inc(new)
+                        self.dropped += new
                         self._dropped_seen = sink.dropped_frames
                 elif self._vad.push(pcm) is VadEvent.STARTED:
                     self.woke.set()
@@ -128,6 +129,7 @@ class SpeakerPump:
         self.pushed_seconds = 0.0
         self.last_frame_at = 0.0  # perf_counter() of the last frame handed to LiveKit
         self.frames = 0
+        self.dropped = 0
         self.residence: deque[float] = deque(maxlen=10_000)
         self._receiver: AudioReceiver | None = None
 
@@ -156,9 +158,9 @@ class SpeakerPump:
         try:
             async for pcm, decoded_at in receiver.timed_frames():
                 if receiver.dropped_frames != dropped_seen:
-                    AUDIO_FRAMES_DROPPED.labels("downlink").inc(
-                        receiver.dropped_frames - dropped_seen
-                    )
+                    new = receiver.dropped_frames - dropped_seen
+                    AUDIO_FRAMES_DROPPED.labels("downlink").inc(new)
+                    self.dropped += new
                     dropped_seen = receiver.dropped_frames
                 if not self._open:
                     continue

@@ -118,7 +118,21 @@ class ParticipantSession:
         self._closed = False
         self.usage = UsageTotals()
         self.stats = SessionStats()
+        self._uplink_residence: deque[float] = deque(maxlen=10_000)
         self.ended_reason: str | None = None
+
+    # ---- measurements ------------------------------------------------------------------------
+
+    def uplink_residence(self) -> list[float]:
+        """Seconds each microphone frame spent in the bridge before the model's encoder."""
+        return list(self._uplink_residence)
+
+    def downlink_residence(self) -> list[float]:
+        """Seconds each model frame spent in the bridge before LiveKit took it."""
+        return list(self._pump.residence) if self._pump is not None else []
+
+    def dropped_frames(self) -> int:
+        return self._mic.dropped + (self._pump.dropped if self._pump is not None else 0)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -242,7 +256,7 @@ class ParticipantSession:
         session = build_session(
             self.settings, create_response=create, interrupt_response=self.speaks
         )
-        audio = PcmAudioTrack()
+        audio = PcmAudioTrack(residence=self._uplink_residence)
         video = VideoFrameTrack() if self.settings.video_enabled else None
         call = RealtimeCall(
             self.settings, session=session, audio=audio, video=video, log_extra=self._extra

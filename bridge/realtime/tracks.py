@@ -45,7 +45,9 @@ class PcmAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, max_queued_frames: int = 10) -> None:
+    def __init__(
+        self, max_queued_frames: int = 10, residence: deque[float] | None = None
+    ) -> None:
         super().__init__()
         self._queue: deque[tuple[Pcm, float]] = deque(maxlen=max_queued_frames)
         self._ready = asyncio.Event()
@@ -55,8 +57,8 @@ class PcmAudioTrack(MediaStreamTrack):
         self.sent_frames = 0
         self.silent_frames = 0
         # Seconds each pushed frame waited in the bridge before reaching the encoder; read by
-        # the benchmark, bounded so it never grows.
-        self.residence: deque[float] = deque(maxlen=10_000)
+        # the benchmark, bounded so it never grows. Callers may share one across tracks.
+        self.residence: deque[float] = residence if residence is not None else deque(maxlen=10_000)
 
     def push(self, pcm: Pcm) -> None:
         if self.readyState != "live":

@@ -87,9 +87,6 @@ async def test_one_human_conversation(
         assert alice.mic is not None
         human_finals = alice.final_transcripts("alice")
         agent_finals = alice.final_transcripts(bridge.identity)
-        assert [t.text for t in human_finals][:2] == [
-            t.text for t in human_finals if t.text.startswith("utterance")
-        ][:2]
         assert human_finals[0].text.startswith("utterance 1, ")
         assert set(human_finals[0].attributes) == {
             "lk.segment_id",

@@ -1,0 +1,168 @@
+"""Room benchmark: N humans speaking through a real livekit-server, the bridge and the emulator.
+
+Each human is in a room of their own (the support-call shape), speaks 1.5 s, pauses 2.5 s, and
+hears the emulator's echo answer. The bridge runs in a process of its own (tests/bench/
+bridge_process.py) so only its CPU and memory are counted; the emulator is another process.
+
+Prints one JSON object per N:
+- cpu_cores_per_session: bridge CPU seconds per session-second over the steady window;
+- rss_mb_per_session: (bridge RSS with N sessions - RSS with the rooms joined and empty) / N;
+- join_to_ready_ms: human join (their connect returned) -> the model call ready in the bridge;
+- uplink_ms / downlink_ms: time each audio frame spends inside the bridge, per direction
+  (uplink: LiveKit frame in -> handed to the model's encoder; downlink: model frame decoded ->
+  handed to LiveKit's source), p50/p99.
+
+    python -m tests.bench.room_bench [--humans 1,5,10] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from bridge.livekit_server import LiveKitServer
+from tests.bench.realtime_bench import KEY, _cpu_seconds, _pct
+from tests.env import LOOPBACK_ENV
+from tests.room_harness import Human
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def emulator(options: dict[str, Any]) -> AsyncIterator[str]:
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "--log-level", "WARNING", "emulator",
+        "--port", str(port), "--api-key", KEY, "--options", json.dumps(options),
+        env={**os.environ, **LOOPBACK_ENV},
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(f"{base}/_emulator/calls", timeout=0.5)
+                    break
+                await asyncio.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def talk(human: Human, freq: float, until: float) -> None:
+    while time.monotonic() < until:
+        await human.say(1.5, freq=freq, pause=2.5)
+
+
+async def run_one(server: LiveKitServer, base: str, n: int, seconds: float) -> dict[str, Any]:
+    rooms = [f"bench-{n}-{i}" for i in range(n)]
+    env = {
+        **os.environ,
+        **LOOPBACK_ENV,
+        "LIVEKIT_URL": server.url,
+        "LIVEKIT_API_KEY": server.api_key,
+        "LIVEKIT_API_SECRET": server.api_secret,
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": base,
+        "BRIDGE_EMPTY_ROOM_GRACE": "600",
+        "BRIDGE_VIDEO_ENABLED": "false",
+    }
+    settle = 4.0
+    total = settle + seconds + 3.0
+    bridge = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.bridge_process",
+        "--rooms", ",".join(rooms), "--seconds", str(total + n * 0.5),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert bridge.stdout is not None
+    await asyncio.wait_for(bridge.stdout.readline(), 60)  # {"ready": true}
+    await asyncio.sleep(1.0)
+    rss_empty = _rss_mb(bridge.pid)
+    people = [Human(server, room, f"human-{i}") for i, room in enumerate(rooms)]
+    joined_at: dict[str, float] = {}
+    try:
+        for person in people:
+            await person.join()
+            joined_at[person.identity] = time.time()
+        await asyncio.sleep(settle)
+        until = time.monotonic() + seconds
+        talking = [
+            asyncio.create_task(talk(p, 300 + 60 * i, until)) for i, p in enumerate(people)
+        ]
+        cpu_before, wall_before = _cpu_seconds(bridge.pid), time.monotonic()
+        await asyncio.gather(*talking)
+        cpu = _cpu_seconds(bridge.pid) - cpu_before
+        wall = time.monotonic() - wall_before
+        rss_loaded = _rss_mb(bridge.pid)
+        heard = sum(sum(len(t.loud) for t in p.agent_tracks()) for p in people)
+        line = await asyncio.wait_for(bridge.stdout.readline(), total + n + 60)
+        inside = json.loads(line)
+    finally:
+        for person in people:
+            await person.leave()
+        with contextlib.suppress(ProcessLookupError):
+            bridge.terminate()
+        await bridge.wait()
+    ready_ms = [
+        (inside["ready_wall"][who] - joined_at[who]) * 1000
+        for who in joined_at
+        if who in inside["ready_wall"]
+    ]
+    return {
+        "humans": n,
+        "sessions_ready": len(ready_ms),
+        "cpu_cores_per_session": round(cpu / (wall * n), 4),
+        "rss_mb_per_session": round((rss_loaded - rss_empty) / n, 1),
+        "rss_mb_total": round(rss_loaded, 1),
+        "join_to_ready_ms": {
+            "p50": round(_pct(ready_ms, 0.5), 1) if ready_ms else None,
+            "p95": round(_pct(ready_ms, 0.95), 1) if ready_ms else None,
+        },
+        "uplink_ms": inside["uplink_ms"],
+        "downlink_ms": inside["downlink_ms"],
+        "frames_dropped": inside["frames_dropped"],
+        "answer_frames_heard": heard,
+    }
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--humans", default="1,5,10")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    results = []
+    async with LiveKitServer() as server, emulator({"voice_mode": "echo"}) as base:
+        for n in [int(x) for x in args.humans.split(",")]:
+            result = await run_one(server, base, n, args.seconds)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    print(json.dumps({"results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
