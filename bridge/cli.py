@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--turns", type=int, default=3, help="utterances the simulated human speaks (0 = forever)"
     )
+    dev.add_argument(
+        "--exit", action="store_true", help="exit after the turns instead of waiting for Ctrl-C"
+    )
     return parser
 
 

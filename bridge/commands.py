@@ -6,9 +6,17 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bridge.config import ConfigError, Settings
+from bridge.config import ConfigError, SessionOverrides, Settings
+
+if TYPE_CHECKING:
+    from bridge.workers import WorkerPool
 
 logger = logging.getLogger("bridge")
 
@@ -26,8 +34,74 @@ async def _until_signal() -> None:
 
 
 async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    print("room-bridge serve: not yet available (dispatch service issue)")
-    return 1
+    settings.require("livekit_api_key", "livekit_api_secret", "openai_api_key")
+    metrics_dir = _metrics_dir()
+    # Imported only now: prometheus_client picks its multiprocess mode at import time.
+    from aiohttp import web
+
+    from bridge.server import BridgeServer
+    from bridge.workers import WorkerPool
+
+    host = args.host or settings.server_host
+    port = args.port or settings.server_port
+    count = args.workers or settings.workers or os.cpu_count() or 1
+    server: BridgeServer | None = None
+
+    def ended(room: str, reason: str, duplicate: bool) -> None:
+        if server is not None:
+            server.dispatcher.on_room_ended(room, reason, duplicate)
+
+    def lost(room: str, overrides: SessionOverrides | None) -> None:
+        if server is not None:
+            server.dispatcher.rehome(room, overrides)
+
+    pool = WorkerPool(settings, count, config_path=args.config, on_ended=ended, on_lost=lost)
+    server = BridgeServer(settings, pool, workers_alive=lambda: pool.alive)
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    try:
+        await pool.start()
+        await web.TCPSite(runner, host, port).start()
+        server.start()
+        logger.info(
+            "serving on http://%s:%d with %d workers, up to %d sessions",
+            host,
+            port,
+            count,
+            settings.max_sessions,
+        )
+        await _until_signal()
+        # A second signal from now on exits at once.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _exit_now, pool)
+        await server.drain()
+        await pool.aclose()
+    finally:
+        await server.aclose()
+        await runner.cleanup()
+        await pool.aclose()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    logger.info("stopped")
+    return 0
+
+
+def _metrics_dir() -> str:
+    """One prometheus_client multiprocess directory for this process and its workers."""
+    existing = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if existing:
+        for stale in Path(existing).glob("*.db"):
+            stale.unlink()
+        return existing
+    path = tempfile.mkdtemp(prefix="room-bridge-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def _exit_now(pool: WorkerPool) -> None:
+    logger.warning("second signal: exiting now")
+    pool.kill()
+    os._exit(1)
 
 
 async def run_join(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,18 +152,6 @@ async def run_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from livekit import api
+    from bridge.dev import run_until_signal
 
-    from bridge.livekit_server import LiveKitServer, LiveKitServerConfig
-
-    async with LiveKitServer(LiveKitServerConfig()) as server:
-        token = (
-            api.AccessToken(server.api_key, server.api_secret)
-            .with_identity("you")
-            .with_grants(api.VideoGrants(room_join=True, room=args.room))
-            .to_jwt()
-        )
-        print(f"livekit-server running at {server.url}  (Ctrl-C stops it)")
-        print(f"join room {args.room!r} with token:\n{token}")
-        await _until_signal()
-    return 0
+    return await run_until_signal(settings, args.room, args.turns, exit_after=args.exit)

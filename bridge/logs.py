@@ -53,8 +53,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class _SdkNoise(logging.Filter):
+    """Drops a warning the livekit SDK prints on every clean disconnect (handles it already
+    released); it says nothing about our state and would teach operators to ignore warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Attempted to drop unknown FFI handle" not in record.getMessage()
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_SdkNoise())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

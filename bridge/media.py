@@ -119,6 +119,13 @@ class VideoSampler:
         return out.reformat(width=width, height=height, format="yuv420p")
 
 
+# Between answers the model's stream is digital silence; after this many silent frames in a row
+# we stop handing frames to LiveKit (its source fills the gap itself) until sound returns. Each
+# frame skipped saves a round trip through the SDK and an Opus encode.
+QUIET_LEVEL = 16
+QUIET_FRAMES_BEFORE_SKIP = 10
+
+
 class SpeakerPump:
     """The model's voice into the room. ``flush()`` drops everything queued at once (barge-in)
     and keeps dropping what is still in flight from the interrupted answer until ``reopen()``."""
@@ -130,6 +137,8 @@ class SpeakerPump:
         self.last_frame_at = 0.0  # perf_counter() of the last frame handed to LiveKit
         self.frames = 0
         self.dropped = 0
+        self.skipped_silent = 0
+        self._quiet_run = 0
         self.residence: deque[float] = deque(maxlen=10_000)
         self._receiver: AudioReceiver | None = None
 
@@ -164,6 +173,13 @@ class SpeakerPump:
                     dropped_seen = receiver.dropped_frames
                 if not self._open:
                     continue
+                if int(np.abs(pcm).max(initial=0)) <= QUIET_LEVEL:
+                    self._quiet_run += 1
+                    if self._quiet_run > QUIET_FRAMES_BEFORE_SKIP:
+                        self.skipped_silent += 1
+                        continue
+                else:
+                    self._quiet_run = 0
                 frame = rtc.AudioFrame(pcm.tobytes(), SAMPLE_RATE, 1, len(pcm))
                 await self._source.capture_frame(frame)
                 now = time.perf_counter()

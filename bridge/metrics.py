@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-ROOMS_ACTIVE = Gauge("bridge_rooms_active", "Rooms this process has an agent in.")
-SESSIONS_ACTIVE = Gauge("bridge_sessions_active", "Human sessions with a live model call.")
+# Gauges add up across worker processes (prometheus_client multiprocess mode, see workers.py).
+ROOMS_ACTIVE = Gauge("bridge_rooms_active", "Rooms with an agent.", multiprocess_mode="livesum")
+SESSIONS_ACTIVE = Gauge(
+    "bridge_sessions_active", "Human sessions with a live model call.", multiprocess_mode="livesum"
+)
 SESSIONS_STARTED = Counter("bridge_sessions_started_total", "Model calls connected.")
 SESSIONS_FAILED = Counter(
     "bridge_sessions_failed_total", "Model calls that failed, by reason.", ["reason"]

@@ -22,6 +22,7 @@ from livekit import rtc
 
 from bridge.agent_state import AttributeWriter
 from bridge.aio import TaskSet, cancel_and_wait
+from bridge.capacity import SessionBudget
 from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.identity import agent_identity, agent_token, is_human
 from bridge.metrics import ROOMS_ACTIVE
@@ -37,9 +38,18 @@ MAX_CHAT_CHARS = 8_000
 
 class RoomWorker:
     def __init__(
-        self, settings: Settings, room_name: str, *, overrides: SessionOverrides | None = None
+        self,
+        settings: Settings,
+        room_name: str,
+        *,
+        overrides: SessionOverrides | None = None,
+        budget: SessionBudget | None = None,
     ) -> None:
         self.settings = apply_overrides(settings, overrides)
+        self._budget = budget
+        # Humans waiting for a free session slot: identity -> (participant, mic track, mic sid)
+        self._waiting: dict[str, tuple[rtc.RemoteParticipant, rtc.Track, str]] = {}
+        self._waiter: asyncio.Task[None] | None = None
         self.room_name = room_name
         self.identity = agent_identity(self.settings, room_name)
         self.room = rtc.Room()
@@ -77,6 +87,9 @@ class RoomWorker:
         options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT)
         await asyncio.wait_for(room.connect(settings.livekit_url, token, options), CONNECT_TIMEOUT)
         room.register_text_stream_handler(CHAT_TOPIC, self._on_chat)
+        # Private answers: deny by default before any track exists, so no one can subscribe to a
+        # new answer track in the moment between its publication and its permission.
+        self._update_permissions()
         ROOMS_ACTIVE.inc()
         self._attributes = AttributeWriter(room.local_participant, self._tasks)
         self._attributes.start()
@@ -103,7 +116,11 @@ class RoomWorker:
         await cancel_and_wait(self._empty_timer)
         sessions = list(self.sessions.values())
         self.sessions.clear()
+        self._waiting.clear()
         await asyncio.gather(*(s.aclose(reason) for s in sessions))
+        if self._budget is not None:
+            for _ in sessions:
+                self._budget.release()
         await self._tasks.aclose()
         with contextlib.suppress(KeyError, ValueError):
             self.room.unregister_text_stream_handler(CHAT_TOPIC)
@@ -250,6 +267,18 @@ class RoomWorker:
         async with self._lock(participant.identity):
             if participant.identity in self.sessions or self._closed:
                 return
+            if self._budget is not None and not self._budget.try_acquire():
+                logger.warning(
+                    "at capacity (%d sessions); %s waits for a free slot",
+                    self._budget.limit,
+                    participant.identity,
+                    extra=self._extra,
+                )
+                self._waiting[participant.identity] = (participant, track, mic_sid)
+                if self._waiter is None or self._waiter.done():
+                    self._waiter = self._tasks.create_task(self._retry_waiting(), name="waiting")
+                return
+            self._waiting.pop(participant.identity, None)
             session = ParticipantSession(
                 settings=self.settings,
                 room=self.room,
@@ -274,6 +303,8 @@ class RoomWorker:
                 )
                 self.sessions.pop(participant.identity, None)
                 await session.aclose("could not start")
+                if self._budget is not None:
+                    self._budget.release()
                 return
             video = self._video.get(participant.identity)
             if video is not None:
@@ -281,11 +312,23 @@ class RoomWorker:
 
     async def _stop_session(self, identity: str, why: str) -> None:
         async with self._lock(identity):
+            self._waiting.pop(identity, None)
             session = self.sessions.pop(identity, None)
             if session is None:
                 return
             await session.aclose(why)
+            if self._budget is not None:
+                self._budget.release()
             self._update_permissions()
+
+    async def _retry_waiting(self) -> None:
+        assert self._budget is not None
+        while self._waiting:
+            freed = self._budget.freed()
+            for participant, track, sid in list(self._waiting.values()):
+                await self._start_session(participant, track, sid)
+            if self._waiting:
+                await freed.wait()
 
     def _update_permissions(self) -> None:
         """``private`` audience: each human may subscribe to their own answer track only."""

@@ -196,7 +196,7 @@ class ParticipantSession:
         if self._transcripts is not None:
             await self._transcripts.drain()
         await self._tasks.aclose()
-        if self._publication is not None:
+        if self._publication is not None and self._room.isconnected():
             try:
                 await asyncio.wait_for(
                     self._room.local_participant.unpublish_track(self._publication.sid), 10.0
@@ -296,16 +296,15 @@ class ParticipantSession:
             self._replay_history(call)
             while self._pending_texts:
                 self._send_text(call, self._pending_texts.popleft())
-            events = call.events()
             while True:
                 timeout = self._last_activity + self.settings.idle_timeout - time.monotonic()
                 if timeout <= 0:
                     return "idle"
                 try:
-                    event = await asyncio.wait_for(anext(events), timeout)
+                    event = await asyncio.wait_for(call.next_event(), timeout)
                 except TimeoutError:
-                    continue  # re-check against the latest activity
-                except StopAsyncIteration:
+                    continue  # re-check against the latest activity (chat counts too)
+                if event is None:
                     return "expired" if self._expired else "closed"
                 handler = _HANDLERS.get(event.type)
                 if handler is not None:

@@ -11,7 +11,13 @@ from livekit import api, rtc
 from bridge.livekit_server import LiveKitServer
 
 
-def human_token(server: LiveKitServer, room: str, identity: str, name: str | None = None) -> str:
+def human_token(
+    server: LiveKitServer,
+    room: str,
+    identity: str,
+    name: str | None = None,
+    kind: str = "standard",
+) -> str:
     grants = api.VideoGrants(
         room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
     )
@@ -19,6 +25,7 @@ def human_token(server: LiveKitServer, room: str, identity: str, name: str | Non
         api.AccessToken(server.api_key, server.api_secret)
         .with_identity(identity)
         .with_name(name or identity)
+        .with_kind(kind)  # type: ignore[arg-type]
         .with_grants(grants)
         .to_jwt()
     )

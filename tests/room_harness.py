@@ -46,8 +46,11 @@ class TrackAudio:
 
 
 class Human:
-    def __init__(self, server: LiveKitServer, room: str, identity: str) -> None:
+    def __init__(
+        self, server: LiveKitServer, room: str, identity: str, kind: str = "standard"
+    ) -> None:
         self.server = server
+        self.kind = kind
         self.room_name = room
         self.identity = identity
         self.room = rtc.Room()
@@ -65,7 +68,7 @@ class Human:
         self.room.on("participant_attributes_changed", self._on_attributes)
         self.room.on("transcription_received", self._on_legacy)
         self.room.register_text_stream_handler("lk.transcription", self._on_transcript)
-        token = human_token(self.server, self.room_name, self.identity)
+        token = human_token(self.server, self.room_name, self.identity, kind=self.kind)
         await asyncio.wait_for(self.room.connect(self.server.url, token, room_options()), 15)
         if publish_mic:
             await self.publish_mic()
@@ -230,9 +233,13 @@ class Human:
 
 @contextlib.asynccontextmanager
 async def humans(
-    server: LiveKitServer, room: str, *identities: str, publish_mic: bool = True
+    server: LiveKitServer,
+    room: str,
+    *identities: str,
+    publish_mic: bool = True,
+    kind: str = "standard",
 ) -> AsyncIterator[list[Human]]:
-    people = [Human(server, room, identity) for identity in identities]
+    people = [Human(server, room, identity, kind) for identity in identities]
     try:
         for person in people:
             await person.join(publish_mic=publish_mic)

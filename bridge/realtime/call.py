@@ -285,13 +285,17 @@ class RealtimeCall:
 
     async def events(self) -> AsyncIterator[ServerEvent]:
         """Server events in order, until the call ends."""
-        while True:
-            event = await self._events.get()
-            if event is None:
-                with contextlib.suppress(asyncio.QueueFull):
-                    self._events.put_nowait(None)  # later iterators end too
-                return
+        while (event := await self.next_event()) is not None:
             yield event
+
+    async def next_event(self) -> ServerEvent | None:
+        """The next server event, or None once the call has ended. Safe to cancel (e.g. under
+        ``asyncio.wait_for``): no event is lost."""
+        event = await self._events.get()
+        if event is None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._events.put_nowait(None)  # later readers see the end too
+        return event
 
     def update_session(self, **session: Any) -> None:
         """Partial ``session.update``; ``type: realtime`` is added (it is required)."""

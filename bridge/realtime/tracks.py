@@ -45,9 +45,7 @@ class PcmAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(
-        self, max_queued_frames: int = 10, residence: deque[float] | None = None
-    ) -> None:
+    def __init__(self, max_queued_frames: int = 10, residence: deque[float] | None = None) -> None:
         super().__init__()
         self._queue: deque[tuple[Pcm, float]] = deque(maxlen=max_queued_frames)
         self._ready = asyncio.Event()

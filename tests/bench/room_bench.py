@@ -54,8 +54,18 @@ def _free_port() -> int:
 async def emulator(options: dict[str, Any]) -> AsyncIterator[str]:
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "--log-level", "WARNING", "emulator",
-        "--port", str(port), "--api-key", KEY, "--options", json.dumps(options),
+        sys.executable,
+        "-m",
+        "bridge",
+        "--log-level",
+        "WARNING",
+        "emulator",
+        "--port",
+        str(port),
+        "--api-key",
+        KEY,
+        "--options",
+        json.dumps(options),
         env={**os.environ, **LOOPBACK_ENV},
         stdout=asyncio.subprocess.DEVNULL,
     )
@@ -94,8 +104,13 @@ async def run_one(server: LiveKitServer, base: str, n: int, seconds: float) -> d
     settle = 4.0
     total = settle + seconds + 3.0
     bridge = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bench.bridge_process",
-        "--rooms", ",".join(rooms), "--seconds", str(total + n * 0.5),
+        sys.executable,
+        "-m",
+        "tests.bench.bridge_process",
+        "--rooms",
+        ",".join(rooms),
+        "--seconds",
+        str(total + n * 0.5),
         env=env,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -111,9 +126,7 @@ async def run_one(server: LiveKitServer, base: str, n: int, seconds: float) -> d
             joined_at[person.identity] = time.time()
         await asyncio.sleep(settle)
         until = time.monotonic() + seconds
-        talking = [
-            asyncio.create_task(talk(p, 300 + 60 * i, until)) for i, p in enumerate(people)
-        ]
+        talking = [asyncio.create_task(talk(p, 300 + 60 * i, until)) for i, p in enumerate(people)]
         cpu_before, wall_before = _cpu_seconds(bridge.pid), time.monotonic()
         await asyncio.gather(*talking)
         cpu = _cpu_seconds(bridge.pid) - cpu_before

@@ -306,6 +306,7 @@ async def test_twenty_concurrent_calls_leak_nothing(emulator: EmulatorServer) ->
     await asyncio.sleep(0.2)
     tasks_before = len(asyncio.all_tasks())
     fds_before = _open_fds()
+    known = set(emulator.emulator.calls)
 
     async def one() -> float:
         track = PcmAudioTrack()
@@ -322,8 +323,9 @@ async def test_twenty_concurrent_calls_leak_nothing(emulator: EmulatorServer) ->
     await asyncio.sleep(0.5)  # let the emulator's side finish closing
     assert len(asyncio.all_tasks()) <= tasks_before
     assert _open_fds() <= fds_before + 2
-    active = [c for c in emulator.emulator.calls.values() if c.state == "active"]
-    assert active == []
+    ours = [c for c in emulator.emulator.calls.values() if c.id not in known]
+    assert len(ours) == 20
+    assert [c.id for c in ours if c.state == "active"] == []
 
 
 async def test_emulator_as_subprocess() -> None:
@@ -386,3 +388,15 @@ async def test_video_goes_as_h264_and_is_counted(emulator: EmulatorServer) -> No
     assert snapshot["video"]["frames"] >= 3
     assert (snapshot["video"]["width"], snapshot["video"]["height"]) == (1280, 720)
     assert snapshot["video"]["fps"] <= 2.5
+
+
+async def test_next_event_survives_timeouts(emulator: EmulatorServer) -> None:
+    settings = settings_for(emulator)
+    async with RealtimeCall(settings, session=build_session(settings)) as call:
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call.next_event(), 0.05)
+        call.update_session(instructions="still here")
+        event = await asyncio.wait_for(call.next_event(), 5)
+        assert isinstance(event, SessionUpdated)
+    assert await asyncio.wait_for(call.next_event(), 1) is None

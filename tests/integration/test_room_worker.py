@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from bridge.emulator.peer import EmulatedCall
 from bridge.livekit_server import LiveKitServer
 from bridge.room import RoomWorker
 from tests.conftest import BridgeSettings
+from tests.env import EMULATOR_KEY, LOOPBACK_ENV
 from tests.livekit import joined
 from tests.room_harness import Human, humans
 
@@ -373,3 +376,57 @@ async def test_duplicate_identity_leaves_and_stays_out(
         reason = await asyncio.wait_for(first.wait(), 10)
         assert reason == "duplicate identity" and first.duplicate
         assert second.end_reason is None
+
+
+async def test_phone_callers_are_humans_other_agents_are_not(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer
+) -> None:
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "caller", kind="sip") as (caller,),
+        humans(livekit_server, room, "other-agent", kind="agent"),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        await wait_for(lambda: "caller" in bridge.sessions)
+        await asyncio.sleep(0.5)
+        assert set(bridge.sessions) == {"caller"}
+        assert caller.mic is not None
+
+
+async def test_join_command_runs_until_the_room_is_empty(
+    livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    env = {
+        **os.environ,
+        **LOOPBACK_ENV,
+        "LIVEKIT_URL": livekit_server.url,
+        "LIVEKIT_API_KEY": livekit_server.api_key,
+        "LIVEKIT_API_SECRET": livekit_server.api_secret,
+        "OPENAI_API_KEY": EMULATOR_KEY,
+        "OPENAI_BASE_URL": emulator.base_url,
+        "BRIDGE_EMPTY_ROOM_GRACE": "1",
+    }
+    async with humans(livekit_server, room, "alice") as (alice,):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "join",
+            "--room",
+            room,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await alice.wait_until(lambda: bool(alice.agent_tracks()), timeout=20)
+            await alice.say(0.6, pause=0.7)
+            await alice.wait_until(lambda: len(alice.final_transcripts()) >= 2)
+        except BaseException:
+            proc.kill()
+            await proc.wait()
+            raise
+    _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, stderr.decode()
+    assert "no humans left" in stderr.decode()
+    assert EMULATOR_KEY not in stderr.decode()

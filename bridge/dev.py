@@ -1,0 +1,312 @@
+"""``room-bridge dev``: the whole local stack in one command, and a simulated human to talk to it.
+
+    livekit-server (free loopback ports, webhooks -> serve)
+    emulator       (in this process; skipped when OPENAI_API_KEY is set: the real API is used)
+    serve          (a child process, exactly as deployed)
+    a human        (LiveKit SDK participant) who joins the room, speaks, and prints what flows
+
+With the emulator the human speaks generated tones (the emulator transcribes them as
+"utterance N"); with the real API, tones are not words, so the human types its turns into the
+room chat instead. Ctrl-C stops everything, bridge sessions drained and calls hung up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import api, rtc
+from pydantic import SecretStr
+
+from bridge.aio import TaskSet
+from bridge.config import Settings
+from bridge.emulator.app import EmulatorServer
+from bridge.emulator.options import EmulatorOptions
+from bridge.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE
+from bridge.transcripts import FINAL, TOPIC
+
+EMULATOR_KEY = "sk-emulator-dev"
+TYPED_TURNS = [
+    "Hello! Can you hear me?",
+    "Tell me one interesting fact about the ocean, briefly.",
+    "Thanks, that is all for now.",
+]
+
+
+def say(tag: str, text: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"{stamp} {tag:<14} {text}", flush=True)
+
+
+@dataclass
+class _Heard:
+    answers: int = 0
+    last_speech_end: float | None = None
+    first_answer_frame: float | None = None
+    latencies: list[float] = field(default_factory=list)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SimulatedHuman:
+    """A participant that speaks (or types) turns and prints the agent's answers."""
+
+    def __init__(self, server: LiveKitServer, room: str, *, typed: bool) -> None:
+        self._server = server
+        self._room_name = room
+        self._typed = typed
+        self.room = rtc.Room()
+        self._source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=200)
+        self._heard = _Heard()
+        self._tasks = TaskSet("simulated-human")
+        self.agent_ready = asyncio.Event()
+
+    async def join(self) -> None:
+        token = (
+            api.AccessToken(self._server.api_key, self._server.api_secret)
+            .with_identity("simulated-human")
+            .with_name("Simulated human")
+            .with_grants(api.VideoGrants(room_join=True, room=self._room_name))
+            .to_jwt()
+        )
+        self.room.on("participant_connected", self._on_participant)
+        self.room.on("participant_attributes_changed", self._on_attributes)
+        self.room.on("track_subscribed", self._on_track)
+        self.room.register_text_stream_handler(TOPIC, self._on_transcript)
+        await asyncio.wait_for(self.room.connect(self._server.url, token), 15)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, options)
+        say("[human]", f"joined room {self._room_name!r} and published a microphone")
+        self._tasks.create_task(self._keep_mic_alive(), name="mic")
+
+    async def _keep_mic_alive(self) -> None:
+        quiet = np.zeros(FRAME_SAMPLES, dtype=np.int16).tobytes()
+        self._speaking = False
+        while True:
+            if not self._speaking:
+                await self._source.capture_frame(
+                    rtc.AudioFrame(quiet, SAMPLE_RATE, 1, FRAME_SAMPLES)
+                )
+            await asyncio.sleep(0.02)
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            say("[agent]", f"{participant.identity} joined the room")
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        if "lk.agent.state" in changed:
+            say("[agent state]", changed["lk.agent.state"])
+            if changed["lk.agent.state"] == "listening":
+                self.agent_ready.set()
+
+    def _on_track(
+        self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if isinstance(track, rtc.RemoteAudioTrack):
+            say("[agent]", f"publishes its voice for us on track {track.sid}")
+            self._tasks.create_task(self._listen(track), name="listen")
+
+    async def _listen(self, track: rtc.RemoteAudioTrack) -> None:
+        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+        try:
+            async for event in stream:
+                pcm = np.frombuffer(event.frame.data, dtype=np.int16)
+                loud = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) > 500
+                heard = self._heard
+                if loud and heard.last_speech_end is not None and heard.first_answer_frame is None:
+                    heard.first_answer_frame = time.monotonic()
+                    latency = heard.first_answer_frame - heard.last_speech_end
+                    heard.latencies.append(latency)
+                    say(
+                        "[agent voice]",
+                        f"first answer audio {latency * 1000:.0f} ms after we stopped",
+                    )
+        finally:
+            await stream.aclose()
+
+    def _on_transcript(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        self._tasks.create_task(self._read_transcript(reader, sender), name="transcript")
+
+    async def _read_transcript(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        text = await reader.read_all()
+        if (reader.info.attributes or {}).get(FINAL) != "true":
+            return
+        if sender == self.room.local_participant.identity:
+            say("[human said]", text)
+        else:
+            say("[agent said]", text)
+            self._heard.answers += 1
+            self._heard.answered.set()
+
+    async def turn(self, n: int) -> None:
+        heard = self._heard
+        heard.answered.clear()
+        heard.first_answer_frame = None
+        if self._typed:
+            text = TYPED_TURNS[(n - 1) % len(TYPED_TURNS)]
+            say("[human types]", text)
+            await self.room.local_participant.send_text(text, topic="lk.chat")
+            heard.last_speech_end = time.monotonic()
+        else:
+            seconds = 0.8 + 0.4 * (n % 3)
+            say("[human]", f"speaks utterance {n} ({seconds:.1f} s)")
+            await self._speak(seconds, 300 + 40 * n)
+        try:
+            await asyncio.wait_for(heard.answered.wait(), 30)
+        except TimeoutError:
+            say("[human]", "no answer within 30 s")
+
+    async def _speak(self, seconds: float, freq: float) -> None:
+        self._speaking = True
+        n = int(seconds * SAMPLE_RATE)
+        t = np.arange(n) / SAMPLE_RATE
+        samples = (np.sin(2 * np.pi * freq * t) * 0.3 * 32767).astype(np.int16)
+        start = time.monotonic()
+        try:
+            for i in range(0, n - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+                chunk = samples[i : i + FRAME_SAMPLES].tobytes()
+                await self._source.capture_frame(
+                    rtc.AudioFrame(chunk, SAMPLE_RATE, 1, FRAME_SAMPLES)
+                )
+                await asyncio.sleep(
+                    max(0.0, start + (i // FRAME_SAMPLES + 1) * 0.02 - time.monotonic())
+                )
+        finally:
+            self._speaking = False
+            self._heard.last_speech_end = time.monotonic()
+
+    @property
+    def latencies(self) -> list[float]:
+        return self._heard.latencies
+
+    async def leave(self) -> None:
+        await self._tasks.aclose()
+        with contextlib.suppress(Exception):
+            self.room.unregister_text_stream_handler(TOPIC)
+        await asyncio.wait_for(self.room.disconnect(), 10)
+        await self._source.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _serve(env: dict[str, str], port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        # Ctrl-C reaches only us; we drain the bridge with one SIGTERM.
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    relay = asyncio.ensure_future(_relay(proc.stderr))
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await asyncio.wait_for(relay, 5)
+
+
+async def _relay(stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        say("[bridge]", line.decode(errors="replace").rstrip())
+
+
+async def run(settings: Settings, room: str, turns: int, *, exit_after: bool) -> int:
+    # The [tag] lines are the output here; our own INFO logs would only interleave with them.
+    if settings.log_level == "INFO":
+        logging.getLogger("bridge").setLevel(logging.WARNING)
+    real_api = settings.openai_api_key is not None
+    bridge_port = free_port()
+    config = LiveKitServerConfig(webhook_urls=[f"http://127.0.0.1:{bridge_port}/webhook"])
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(LiveKitServer(config))
+        say("[livekit]", f"livekit-server {server.url} (webhooks -> bridge :{bridge_port})")
+        env = {
+            **os.environ,
+            "LIVEKIT_URL": server.url,
+            "LIVEKIT_API_KEY": server.api_key,
+            "LIVEKIT_API_SECRET": server.api_secret,
+            "BRIDGE_LOG_LEVEL": "WARNING",
+            "BRIDGE_DRAIN_TIMEOUT": "2",
+            "BRIDGE_RECONCILE_INTERVAL": "5",
+        }
+        if real_api:
+            say("[model]", f"OPENAI_API_KEY is set: the real API at {settings.openai_base_url}")
+        else:
+            local = settings.model_copy(update={"ice_host_addresses": ["127.0.0.1"]})
+            options = EmulatorOptions(api_key=SecretStr(EMULATOR_KEY))
+            emulator = await stack.enter_async_context(EmulatorServer(local, options))
+            say("[model]", f"no OPENAI_API_KEY: the local emulator at {emulator.base_url}")
+            env |= {
+                "OPENAI_API_KEY": EMULATOR_KEY,
+                "OPENAI_BASE_URL": emulator.base_url,
+                "BRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1",
+            }
+        await stack.enter_async_context(_serve(env, bridge_port))
+        human = SimulatedHuman(server, room, typed=real_api)
+        await human.join()
+        stack.push_async_callback(human.leave)
+        try:
+            await asyncio.wait_for(human.agent_ready.wait(), 30)
+        except TimeoutError:
+            say("[dev]", "the agent did not join within 30 s; see the [bridge] lines above")
+            return 1
+        n = 0
+        while turns == 0 or n < turns:
+            n += 1
+            await human.turn(n)
+            await asyncio.sleep(1.0)
+        if human.latencies:
+            ms = sorted(x * 1000 for x in human.latencies)
+            say("[summary]", f"{len(ms)} answers; answer latency median {ms[len(ms) // 2]:.0f} ms")
+        if not exit_after:
+            token = (
+                api.AccessToken(server.api_key, server.api_secret)
+                .with_identity("you")
+                .with_grants(api.VideoGrants(room_join=True, room=room))
+                .to_jwt()
+            )
+            say("[you]", f"join with any LiveKit client: url {server.url} token {token}")
+            say("[you]", "Ctrl-C stops everything")
+            await asyncio.Event().wait()  # until Ctrl-C cancels us
+    say("[dev]", "stopped")
+    return 0
+
+
+async def run_until_signal(settings: Settings, room: str, turns: int, *, exit_after: bool) -> int:
+    """``run``, stopped cleanly by Ctrl-C or SIGTERM (a second one interrupts the cleanup)."""
+    main = asyncio.ensure_future(run(settings, room, turns, exit_after=exit_after))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main.cancel)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        say("[dev]", "stopped")
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

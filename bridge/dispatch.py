@@ -1,0 +1,290 @@
+"""Which rooms this process takes: webhook hints, a periodic reconcile, capacity and dedupe.
+
+Webhooks are edge-triggered and may repeat, arrive late, out of order, or never. They are
+treated as hints:
+
+* a repeated event id is ignored;
+* ``room_finished`` only ends the room instance (sid) it names, so a late ``room_finished`` of an
+  old room never stops a newer room of the same name, and a late ``room_started`` of a finished
+  room is ignored;
+* before joining, the room's participants are checked: no humans, or an agent with our
+  deterministic identity already there (another replica), means no join;
+* the reconcile loop lists rooms every ``reconcile_interval`` seconds and joins eligible rooms
+  with humans and no agent, so a lost webhook or a restarted pod heals by itself.
+
+Capacity: a room being joined reserves one session; at ``max_sessions`` new rooms are left for
+other replicas (and their reconcile), and /readyz says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+from livekit import api
+from livekit.protocol.webhook import WebhookEvent
+
+from bridge.aio import TaskSet
+from bridge.config import SessionOverrides, Settings
+from bridge.eligibility import decide
+from bridge.identity import agent_identity, is_human_kind
+from bridge.local_rooms import RoomInfo
+from bridge.metrics import RECONCILE_RUNS
+
+logger = logging.getLogger(__name__)
+
+SEEN_EVENTS = 10_000
+FINISHED_ROOMS = 10_000
+API_TIMEOUT = 10.0
+
+
+class Rooms(Protocol):
+    """Where rooms run: the worker pool (``serve``) or anything with the same shape."""
+
+    @property
+    def sessions(self) -> int: ...
+
+    def rooms(self) -> dict[str, RoomInfo]: ...
+
+    def has_room(self, room: str) -> bool: ...
+
+    async def join(self, room: str, overrides: SessionOverrides | None) -> str | None: ...
+
+    def leave(self, room: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a webhook led to: ``outcome`` for logs and metrics; ``retry_elsewhere`` asks LiveKit
+    to deliver it again (503), which its retrying client may route to another replica."""
+
+    outcome: str
+    detail: str = ""
+    retry_elsewhere: bool = False
+
+
+class _Bounded(OrderedDict[str, float]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+
+    def add(self, key: str) -> bool:
+        """True when ``key`` is new."""
+        if key in self:
+            return False
+        self[key] = time.monotonic()
+        while len(self) > self._size:
+            self.popitem(last=False)
+        return True
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, rooms: Rooms) -> None:
+        self.settings = settings
+        self._rooms = rooms
+        self._api: api.LiveKitAPI | None = None
+        self._tasks = TaskSet("dispatch")
+        self._seen = _Bounded(SEEN_EVENTS)
+        self._finished = _Bounded(FINISHED_ROOMS)
+        self._sids: dict[str, str] = {}
+        self._joining: set[str] = set()
+        self.draining = False
+        self.last_api_ok: float | None = None
+        self.last_reconcile_error: str | None = None
+
+    @property
+    def api(self) -> api.LiveKitAPI:
+        if self._api is None:
+            settings = self.settings
+            assert settings.livekit_api_key and settings.livekit_api_secret
+            self._api = api.LiveKitAPI(
+                settings.livekit_http_url,
+                settings.livekit_api_key,
+                settings.livekit_api_secret.get_secret_value(),
+            )
+        return self._api
+
+    # ---- capacity ----------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> int:
+        joining_elsewhere = sum(1 for r in self._joining if not self._rooms.has_room(r))
+        return self._rooms.sessions + joining_elsewhere
+
+    @property
+    def at_capacity(self) -> bool:
+        return self.sessions >= self.settings.max_sessions
+
+    def takes_rooms(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        if self.at_capacity:
+            return False, f"at capacity ({self.sessions}/{self.settings.max_sessions} sessions)"
+        return True, ""
+
+    # ---- webhooks ------------------------------------------------------------------------------
+
+    def on_webhook(self, event: WebhookEvent) -> Outcome:
+        if event.id and not self._seen.add(event.id):
+            return Outcome("duplicate", f"event {event.id} seen before")
+        kind = event.event
+        if kind in ("room_started", "participant_joined"):
+            if kind == "participant_joined" and not is_human_kind(
+                self.settings, event.participant.identity, event.participant.kind
+            ):
+                return Outcome("ignored", "participant is not a human")
+            return self._candidate(event.room.name, event.room.sid, event.room.metadata)
+        if kind == "room_finished":
+            return self._room_finished(event.room.name, event.room.sid)
+        return Outcome("ignored", f"{kind or 'unknown'} event needs nothing")
+
+    def _candidate(self, room: str, sid: str, metadata: str) -> Outcome:
+        if not room:
+            return Outcome("invalid", "event has no room name")
+        if sid and sid in self._finished:
+            return Outcome("stale", f"room {sid} already finished")
+        if self._rooms.has_room(room) or room in self._joining:
+            return Outcome("already", "agent already in the room")
+        decision = decide(self.settings, room, metadata)
+        if not decision.eligible:
+            return Outcome("ineligible", decision.reason)
+        takes, why = self.takes_rooms()
+        if not takes:
+            return Outcome("unavailable", why, retry_elsewhere=True)
+        self._start_join(room, decision.overrides, sid=sid, check=True)
+        return Outcome("accepted", decision.reason)
+
+    def _room_finished(self, room: str, sid: str) -> Outcome:
+        if sid:
+            self._finished.add(sid)
+        ours = self._sids.get(room)
+        if ours and sid and ours != sid:
+            return Outcome("stale", f"finished {sid}, but we are in the newer {ours}")
+        if self._rooms.leave(room):
+            self._sids.pop(room, None)
+            return Outcome("left", "room finished")
+        return Outcome("ignored", "not in that room")
+
+    # ---- joining -------------------------------------------------------------------------------
+
+    def dispatch(self, room: str, overrides: SessionOverrides | None) -> Outcome:
+        """Explicit POST /dispatch: join now, whatever the eligibility policy says."""
+        if self._rooms.has_room(room) or room in self._joining:
+            return Outcome("already", "agent already in the room")
+        takes, why = self.takes_rooms()
+        if not takes:
+            return Outcome("unavailable", why, retry_elsewhere=True)
+        self._start_join(room, overrides, sid="", check=False)
+        return Outcome("accepted", "dispatched")
+
+    def undispatch(self, room: str) -> bool:
+        return self._rooms.leave(room)
+
+    def rehome(self, room: str, overrides: SessionOverrides | None) -> None:
+        """A worker died with this room: join it again elsewhere (our ghost agent gets replaced)."""
+        if not self.draining:
+            self._start_join(room, overrides, sid=self._sids.get(room, ""), check=False)
+
+    def on_room_ended(self, room: str, reason: str, duplicate: bool) -> None:
+        self._sids.pop(room, None)
+        if duplicate:
+            logger.info("left room %s: another agent took it", room, extra={"room": room})
+
+    def _start_join(
+        self, room: str, overrides: SessionOverrides | None, *, sid: str, check: bool
+    ) -> None:
+        self._joining.add(room)
+        self._tasks.create_task(self._join(room, overrides, sid, check), name=f"join-{room}")
+
+    async def _join(
+        self, room: str, overrides: SessionOverrides | None, sid: str, check: bool
+    ) -> None:
+        extra = {"room": room}
+        try:
+            if check:
+                humans, agent_there = await self._look(room)
+                if agent_there:
+                    logger.info("not joining: an agent is already there", extra=extra)
+                    return
+                if not humans:
+                    logger.info("not joining: no humans in the room yet", extra=extra)
+                    return
+            error = await self._rooms.join(room, overrides)
+            if error is not None:
+                logger.warning("could not join: %s", error, extra=extra)
+                return
+            if sid:
+                self._sids[room] = sid
+            logger.info("joined", extra=extra)
+        except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            logger.warning("could not check the room before joining: %s", exc, extra=extra)
+        finally:
+            self._joining.discard(room)
+
+    async def _look(self, room: str) -> tuple[int, bool]:
+        """(humans in the room, our agent identity present) via the server API."""
+        response = await asyncio.wait_for(
+            self.api.room.list_participants(api.ListParticipantsRequest(room=room)), API_TIMEOUT
+        )
+        self.last_api_ok = time.monotonic()
+        ours = agent_identity(self.settings, room)
+        humans = sum(
+            1 for p in response.participants if is_human_kind(self.settings, p.identity, p.kind)
+        )
+        agent = any(p.identity == ours for p in response.participants)
+        return humans, agent
+
+    # ---- reconcile -----------------------------------------------------------------------------
+
+    async def reconcile_once(self) -> int:
+        """One pass; returns how many joins it started."""
+        listed = await asyncio.wait_for(
+            self.api.room.list_rooms(api.ListRoomsRequest()), API_TIMEOUT
+        )
+        self.last_api_ok = time.monotonic()
+        started = 0
+        for room in listed.rooms:
+            if self._rooms.has_room(room.name) or room.name in self._joining:
+                continue
+            if room.sid in self._finished:
+                continue
+            decision = decide(self.settings, room.name, room.metadata)
+            if not decision.eligible:
+                continue
+            if not self.takes_rooms()[0]:
+                break
+            # _join checks humans and an existing agent before joining.
+            self._start_join(room.name, decision.overrides, sid=room.sid, check=True)
+            started += 1
+        return started
+
+    async def run_reconcile(self) -> None:
+        # Replicas start at the same time after a rollout; spread their passes.
+        await asyncio.sleep(random.uniform(0, min(2.0, self.settings.reconcile_interval)))  # jitter
+        while True:
+            try:
+                started = await self.reconcile_once()
+                RECONCILE_RUNS.labels("ok").inc()
+                self.last_reconcile_error = None
+                if started:
+                    logger.info("reconcile: joining %d rooms", started)
+            except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                RECONCILE_RUNS.labels("error").inc()
+                self.last_reconcile_error = str(exc) or type(exc).__name__
+                logger.warning("reconcile failed: %s", self.last_reconcile_error)
+            interval = self.settings.reconcile_interval
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # jitter
+
+    def start(self) -> None:
+        self._tasks.create_task(self.run_reconcile(), name="reconcile")
+
+    async def aclose(self) -> None:
+        await self._tasks.aclose()
+        if self._api is not None:
+            await self._api.aclose()

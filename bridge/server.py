@@ -1,0 +1,278 @@
+"""The dispatch service's HTTP face (``room-bridge serve``).
+
+    POST   /webhook          LiveKit room webhooks (signed JWT; see bridge/dispatch.py)
+    POST   /dispatch         {"room": R, "overrides": {...}}  join now   (Bearer dispatch_token)
+    DELETE /dispatch/{room}  leave                                       (Bearer dispatch_token)
+    GET    /healthz          alive: the event loop answers in time
+    GET    /readyz           takes rooms: not draining, below capacity, workers up, LiveKit seen
+    GET    /metrics          Prometheus text (all worker processes summed)
+    GET    /status           JSON: workers, rooms, sessions (for operators; no secrets)
+
+Webhooks are answered at once (joins run in the background); a bad webhook gets a 4xx and a log
+line, never a join. Shutdown is a short sequence (see ``BridgeServer.drain``): stop taking rooms,
+let live sessions finish up to ``drain_timeout``, then end them cleanly and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.json_format import ParseError
+from livekit import api
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from pydantic import ValidationError
+
+from bridge.aio import TaskSet
+from bridge.config import SessionOverrides, Settings
+from bridge.dispatch import Dispatcher, Outcome, Rooms
+from bridge.metrics import WEBHOOKS
+
+logger = logging.getLogger(__name__)
+
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+WEBHOOK_PATH = "/webhook"
+WEBHOOK_CONTENT_TYPES = ("application/webhook+json", "application/json")
+# The event loop must have ticked within this long for /healthz to pass.
+LOOP_STALL_SECONDS = 5.0
+MAX_DISPATCH_BYTES = 64 * 1024
+
+
+def _json(http_status: int, **body: Any) -> web.Response:
+    return web.json_response(body, status=http_status)
+
+
+class BridgeServer:
+    def __init__(self, settings: Settings, rooms: Rooms, *, workers_alive: Any = None) -> None:
+        self.settings = settings
+        self.rooms = rooms
+        self.dispatcher = Dispatcher(settings, rooms)
+        assert settings.livekit_api_key and settings.livekit_api_secret
+        self._receiver = api.WebhookReceiver(
+            api.TokenVerifier(
+                settings.livekit_api_key, settings.livekit_api_secret.get_secret_value()
+            )
+        )
+        self._workers_alive = workers_alive
+        self._tasks = TaskSet("server")
+        self._last_tick = time.monotonic()
+        self.loop_lag = 0.0
+        self.started = time.monotonic()
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=max(self.settings.webhook_max_bytes, MAX_DISPATCH_BYTES)
+        )
+        app.router.add_post(WEBHOOK_PATH, self.webhook)
+        app.router.add_post("/dispatch", self.dispatch)
+        app.router.add_delete("/dispatch/{room}", self.undispatch)
+        app.router.add_get(HEALTH_PATH, self.healthz)
+        app.router.add_get(READY_PATH, self.readyz)
+        app.router.add_get(METRICS_PATH, self.metrics)
+        app.router.add_get("/status", self.status)
+        return app
+
+    def start(self) -> None:
+        self._tasks.create_task(self._tick(), name="loop-monitor")
+        self.dispatcher.start()
+
+    async def aclose(self) -> None:
+        await self._tasks.aclose()
+        await self.dispatcher.aclose()
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            self.loop_lag = max(0.0, now - before - 0.5)
+            self._last_tick = now
+
+    # ---- webhooks ------------------------------------------------------------------------------
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        outcome = await self._webhook(request)
+        WEBHOOKS.labels(outcome.outcome).inc()
+        status = 503 if outcome.retry_elsewhere else _STATUS.get(outcome.outcome, 200)
+        return _json(status, outcome=outcome.outcome, detail=outcome.detail)
+
+    async def _webhook(self, request: web.Request) -> Outcome:
+        limit = self.settings.webhook_max_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._reject("too_large", f"body over {limit} bytes")
+        auth = request.headers.get("Authorization", "")
+        if not auth:
+            return self._reject("unauthorized", "no Authorization header")
+        if request.content_type not in WEBHOOK_CONTENT_TYPES:
+            return self._reject("bad_request", f"content type {request.content_type!r}")
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            return self._reject("too_large", f"body over {limit} bytes")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._reject("bad_request", "body is not UTF-8")
+        try:
+            event = self._receiver.receive(text, auth.removeprefix("Bearer ").strip())
+        except ParseError as exc:
+            return self._reject("bad_request", f"not a webhook event: {str(exc)[:120]}")
+        except Exception as exc:  # jwt and livekit raise plain exceptions
+            return self._reject("unauthorized", f"signature check failed: {str(exc)[:120]}")
+        outcome = self.dispatcher.on_webhook(event)
+        logger.info(
+            "webhook %s: %s%s",
+            event.event or "?",
+            outcome.outcome,
+            f" ({outcome.detail})" if outcome.detail else "",
+            extra={
+                "room": event.room.name or None,
+                "participant": event.participant.identity or None,
+                "event_id": event.id,
+            },
+        )
+        return outcome
+
+    def _reject(self, outcome: str, detail: str) -> Outcome:
+        logger.warning("webhook rejected: %s: %s", outcome, detail)
+        return Outcome(outcome, detail)
+
+    # ---- dispatch API ----------------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        token = self.settings.dispatch_token
+        if token is None or not token.get_secret_value():
+            return _json(404, error="dispatch API disabled: set BRIDGE_DISPATCH_TOKEN")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return _json(401, error="missing or wrong bearer token")
+        return None
+
+    async def dispatch(self, request: web.Request) -> web.Response:
+        denied = self._authorized(request)
+        if denied is not None:
+            return denied
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("room"), str):
+                raise ValueError('body must be {"room": NAME, "overrides": {...}}')
+            room = body["room"].strip()
+            if not room or len(room) > 256:
+                raise ValueError("room name must be 1..256 characters")
+            unknown = set(body) - {"room", "overrides"}
+            if unknown:
+                raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
+            overrides = (
+                SessionOverrides.model_validate(body["overrides"])
+                if body.get("overrides")
+                else None
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            return _json(400, error=f"invalid overrides: {where}: {err['msg']}")
+        except (ValueError, json.JSONDecodeError) as exc:
+            return _json(400, error=str(exc).splitlines()[0])
+        outcome = self.dispatcher.dispatch(room, overrides)
+        logger.info("dispatch %s: %s", room, outcome.outcome, extra={"room": room})
+        if outcome.retry_elsewhere:
+            return _json(503, room=room, status=outcome.outcome, detail=outcome.detail)
+        status = 202 if outcome.outcome == "accepted" else 200
+        return _json(status, room=room, status=outcome.outcome)
+
+    async def undispatch(self, request: web.Request) -> web.Response:
+        denied = self._authorized(request)
+        if denied is not None:
+            return denied
+        room = request.match_info["room"]
+        if self.dispatcher.undispatch(room):
+            logger.info("undispatch %s: leaving", room, extra={"room": room})
+            return _json(202, room=room, status="leaving")
+        return _json(404, room=room, error="no agent of ours in that room")
+
+    # ---- probes and metrics ------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        stalled = time.monotonic() - self._last_tick
+        if stalled > LOOP_STALL_SECONDS:
+            return _json(503, status="event loop stalled", stalled_s=round(stalled, 1))
+        return _json(200, status="ok", loop_lag_ms=round(self.loop_lag * 1000, 1))
+
+    def not_ready(self) -> list[str]:
+        reasons = []
+        takes, why = self.dispatcher.takes_rooms()
+        if not takes:
+            reasons.append(why)
+        if self._workers_alive is not None and self._workers_alive() == 0:
+            reasons.append("no worker process is running")
+        seen = self.dispatcher.last_api_ok
+        grace = max(10.0, 3 * self.settings.reconcile_interval)
+        if time.monotonic() - (seen if seen is not None else self.started) > grace:
+            detail = self.dispatcher.last_reconcile_error or "no answer yet"
+            reasons.append(f"LiveKit server API not reachable: {detail}")
+        return reasons
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        reasons = self.not_ready()
+        if reasons:
+            return _json(503, status="not ready", reasons=reasons)
+        return _json(200, status="ready")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            payload = generate_latest(registry)
+        else:
+            payload = generate_latest(REGISTRY)
+        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def status(self, request: web.Request) -> web.Response:
+        describe = getattr(self.rooms, "describe", None)
+        return _json(
+            200,
+            draining=self.dispatcher.draining,
+            sessions=self.dispatcher.sessions,
+            max_sessions=self.settings.max_sessions,
+            rooms={r: i.as_dict() for r, i in self.rooms.rooms().items()},
+            workers=describe() if describe is not None else [],
+        )
+
+    # ---- shutdown -------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Stop taking rooms and wait (up to drain_timeout) for the live ones to end by
+        themselves. The caller then ends what is left."""
+        self.dispatcher.draining = True
+        deadline = time.monotonic() + self.settings.drain_timeout
+        rooms = self.rooms.rooms()
+        logger.info(
+            "draining: %d rooms, %d sessions; up to %.0f s",
+            len(rooms),
+            self.dispatcher.sessions,
+            self.settings.drain_timeout,
+        )
+        # Rooms end in the worker processes; their status arrives every second, so polling the
+        # merged view is as precise as waiting on it.
+        while self.rooms.rooms() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        left = len(self.rooms.rooms())
+        if left:
+            logger.info("drain timeout: ending %d rooms now", left)
+
+
+_STATUS = {
+    "too_large": 413,
+    "unauthorized": 401,
+    "bad_request": 400,
+    "invalid": 400,
+}

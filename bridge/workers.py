@@ -1,0 +1,381 @@
+"""Room-worker processes under ``serve``.
+
+One asyncio process saturates around 8-10 audio sessions, so ``serve --workers N`` runs N child
+processes (``python -m bridge.workers``), each serving rooms with its own share of
+``max_sessions``. The HTTP process assigns each room to the least-loaded child and restarts a
+child that dies; the rooms it had are handed out again at once (a fresh agent with the same
+identity replaces the dead one's ghost in the room) and reconcile backs that up.
+
+Control is JSON lines over the child's stdin/stdout (logs go to stderr):
+
+    parent -> child   {"op": "join", "room": R, "overrides": {...} | null}
+                      {"op": "leave", "room": R}     {"op": "stop"}
+    child -> parent   {"ev": "status", "rooms": {R: {"sessions": n, "humans": h}}}
+                      {"ev": "joined", "room": R}    {"ev": "join_failed", "room": R, "error": E}
+                      {"ev": "ended", "room": R, "reason": E, "duplicate": bool}
+
+Metrics: every process writes to one prometheus_client multiprocess directory
+(``PROMETHEUS_MULTIPROC_DIR``); the HTTP process serves the sum at /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.aio import TaskSet, cancel_and_wait
+from bridge.config import ConfigError, SessionOverrides, Settings, load_settings
+from bridge.local_rooms import RoomInfo
+
+logger = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 1.0
+JOIN_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+RESTART_DELAY = 1.0
+
+
+def split_budget(total: int, workers: int) -> list[int]:
+    """``max_sessions`` spread over the workers as evenly as integers allow."""
+    return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
+
+
+@dataclass
+class _Worker:
+    index: int
+    budget: int
+    proc: asyncio.subprocess.Process | None = None
+    rooms: dict[str, RoomInfo] = field(default_factory=dict)
+    assigned: dict[str, SessionOverrides | None] = field(default_factory=dict)
+    joining: set[str] = field(default_factory=set)
+    pending: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def load(self) -> int:
+        return sum(info.sessions for info in self.rooms.values()) + len(self.joining)
+
+
+# (room, reason, duplicate?) when a room ends; (room, overrides) when a dead worker's room needs a
+# new home.
+EndedCallback = Callable[[str, str, bool], None]
+LostCallback = Callable[[str, SessionOverrides | None], None]
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        *,
+        config_path: Path | None,
+        on_ended: EndedCallback,
+        on_lost: LostCallback,
+    ) -> None:
+        self.settings = settings
+        self._config_path = config_path
+        self._on_ended = on_ended
+        self._on_lost = on_lost
+        self._workers = [
+            _Worker(index=i, budget=b)
+            for i, b in enumerate(split_budget(settings.max_sessions, count))
+        ]
+        self._tasks = TaskSet("worker-pool")
+        self._closing = False
+        self.restarts = 0
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def rooms(self) -> dict[str, RoomInfo]:
+        merged: dict[str, RoomInfo] = {}
+        for worker in self._workers:
+            merged.update(worker.rooms)
+            for room in worker.assigned:
+                merged.setdefault(room, RoomInfo(sessions=0, humans=0))
+        return merged
+
+    def has_room(self, room: str) -> bool:
+        return any(room in w.assigned or room in w.rooms for w in self._workers)
+
+    @property
+    def sessions(self) -> int:
+        """Live sessions plus one reserved per room being joined."""
+        return sum(w.load for w in self._workers)
+
+    @property
+    def alive(self) -> int:
+        return sum(1 for w in self._workers if w.alive)
+
+    def pids(self) -> list[int | None]:
+        return [w.pid for w in self._workers]
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "index": w.index,
+                "pid": w.pid,
+                "alive": w.alive,
+                "budget": w.budget,
+                "rooms": {r: i.as_dict() for r, i in w.rooms.items()},
+            }
+            for w in self._workers
+        ]
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for worker in self._workers:
+            await self._spawn(worker)
+            self._tasks.create_task(self._supervise(worker), name=f"worker-{worker.index}")
+
+    async def _spawn(self, worker: _Worker) -> None:
+        argv = [sys.executable, "-m", "bridge.workers", "--budget", str(worker.budget)]
+        if self._config_path is not None:
+            argv += ["--config", str(self._config_path)]
+        worker.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # Ctrl-C in a terminal must not reach the children: the HTTP process drains them.
+            start_new_session=True,
+            limit=1 << 20,
+        )
+        logger.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
+
+    async def _supervise(self, worker: _Worker) -> None:
+        while True:
+            proc = worker.proc
+            assert proc is not None and proc.stdout is not None
+            while line := await proc.stdout.readline():
+                self._on_line(worker, line)
+            code = await proc.wait()
+            lost = dict(worker.assigned)
+            worker.rooms.clear()
+            worker.assigned.clear()
+            worker.joining.clear()
+            for future in worker.pending.values():
+                if not future.done():
+                    future.set_result("worker exited")
+            worker.pending.clear()
+            _mark_dead(proc.pid)
+            if self._closing:
+                return
+            self.restarts += 1
+            logger.error(
+                "worker %d (pid %d) exited with %s; restarting it; %d rooms move",
+                worker.index,
+                proc.pid,
+                code,
+                len(lost),
+            )
+            await asyncio.sleep(RESTART_DELAY)
+            await self._spawn(worker)
+            for room, overrides in lost.items():
+                self._on_lost(room, overrides)
+
+    def _on_line(self, worker: _Worker, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+            kind = message["ev"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            logger.warning("worker %d wrote a line that is not a message", worker.index)
+            return
+        if kind == "status":
+            worker.rooms = {
+                room: RoomInfo(sessions=int(v["sessions"]), humans=int(v["humans"]))
+                for room, v in message["rooms"].items()
+            }
+            worker.joining -= set(worker.rooms)
+        elif kind in ("joined", "join_failed"):
+            room = message["room"]
+            worker.joining.discard(room)
+            if kind == "joined":
+                worker.rooms.setdefault(room, RoomInfo(sessions=0, humans=0))
+            else:
+                worker.assigned.pop(room, None)
+            future = worker.pending.pop(room, None)
+            if future is not None and not future.done():
+                future.set_result(message.get("error") if kind == "join_failed" else None)
+        elif kind == "ended":
+            room = message["room"]
+            worker.rooms.pop(room, None)
+            worker.assigned.pop(room, None)
+            self._on_ended(room, str(message.get("reason")), bool(message.get("duplicate")))
+
+    def _send(self, worker: _Worker, message: dict[str, Any]) -> None:
+        proc = worker.proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            raise RuntimeError(f"worker {worker.index} is not running")
+        proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    def choose(self) -> _Worker | None:
+        """The least-loaded live worker with a free slot, or None (at capacity)."""
+        candidates = [w for w in self._workers if w.alive and w.load < w.budget]
+        return min(candidates, key=lambda w: w.load, default=None)
+
+    async def join(self, room: str, overrides: SessionOverrides | None) -> str | None:
+        """Join ``room`` on the least-loaded worker; returns None or why it failed."""
+        if self.has_room(room):
+            return None
+        worker = self.choose()
+        if worker is None:
+            return "at capacity"
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        worker.pending[room] = future
+        worker.assigned[room] = overrides
+        worker.joining.add(room)
+        payload = overrides.model_dump(exclude_none=True) if overrides is not None else None
+        self._send(worker, {"op": "join", "room": room, "overrides": payload})
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), JOIN_TIMEOUT)
+        except TimeoutError:
+            return f"no answer from worker {worker.index} in {JOIN_TIMEOUT:g} s"
+
+    def leave(self, room: str) -> bool:
+        for worker in self._workers:
+            if room in worker.assigned or room in worker.rooms:
+                with contextlib.suppress(RuntimeError):
+                    self._send(worker, {"op": "leave", "room": room})
+                return True
+        return False
+
+    async def aclose(self) -> None:
+        """Ask every worker to end its rooms (calls hung up) and exit; kill after a timeout."""
+        self._closing = True
+        for worker in self._workers:
+            with contextlib.suppress(RuntimeError, ConnectionError):
+                self._send(worker, {"op": "stop"})
+        for worker in self._workers:
+            proc = worker.proc
+            if proc is None:
+                continue
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                logger.error("worker %d did not stop in time; killed", worker.index)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        await self._tasks.aclose()
+
+    def kill(self) -> None:
+        """Second signal: no draining, no waiting."""
+        self._closing = True
+        for worker in self._workers:
+            if worker.proc is not None and worker.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.kill()
+
+
+def _mark_dead(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+# ---- the child ------------------------------------------------------------------------------
+
+
+class _Child:
+    def __init__(self, settings: Settings, budget: int) -> None:
+        from bridge.capacity import SessionBudget
+        from bridge.local_rooms import LocalRooms
+
+        self.rooms = LocalRooms(settings, SessionBudget(budget), on_ended=self._ended)
+        self._tasks = TaskSet("worker-child")
+        self._stop = asyncio.Event()
+
+    def _emit(self, message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    def _ended(self, room: str, reason: str, duplicate: bool) -> None:
+        self._emit({"ev": "ended", "room": room, "reason": reason, "duplicate": duplicate})
+        self._emit_status()
+
+    def _emit_status(self) -> None:
+        rooms = {name: info.as_dict() for name, info in self.rooms.status().items()}
+        self._emit({"ev": "status", "rooms": rooms})
+
+    async def _status_loop(self) -> None:
+        while True:
+            self._emit_status()
+            await asyncio.sleep(STATUS_INTERVAL)
+
+    async def _join(self, room: str, overrides: dict[str, Any] | None) -> None:
+        try:
+            parsed = SessionOverrides.model_validate(overrides) if overrides else None
+            await self.rooms.join(room, parsed)
+        except Exception as exc:  # one room failing must not take the worker down
+            logger.error("could not join room %s: %s", room, exc, extra={"room": room})
+            self._emit({"ev": "join_failed", "room": room, "error": str(exc)[:300]})
+            return
+        self._emit({"ev": "joined", "room": room})
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        self._tasks.create_task(self._status_loop(), name="status")
+        try:
+            while line := await reader.readline():
+                message = json.loads(line)
+                op = message.get("op")
+                if op == "join":
+                    self._tasks.create_task(
+                        self._join(message["room"], message.get("overrides")),
+                        name=f"join-{message['room']}",
+                    )
+                elif op == "leave":
+                    self.rooms.leave(message["room"])
+                elif op == "stop":
+                    break
+        finally:
+            await self.rooms.aclose()
+            await self._tasks.aclose()
+
+
+def child_main(argv: list[str]) -> int:
+    import argparse
+
+    from bridge.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="bridge.workers")
+    parser.add_argument("--budget", type=int, required=True)
+    parser.add_argument("--config", type=Path, default=None)
+    args = parser.parse_args(argv)
+    # The parent coordinates shutdown; signals from a terminal are not for us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"room-bridge worker: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    asyncio.run(_Child(settings, args.budget).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))
+
+
+__all__ = ["WorkerPool", "cancel_and_wait", "child_main", "split_budget"]

@@ -1,0 +1,164 @@
+"""``room-bridge serve`` as a real subprocess, with a livekit-server whose webhooks point at it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from google.protobuf.json_format import MessageToJson
+from livekit import api
+from livekit.protocol import models
+from livekit.protocol.webhook import WebhookEvent
+
+from bridge.emulator.app import EmulatorServer
+from bridge.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from tests.env import EMULATOR_KEY, LOOPBACK_ENV
+
+
+class ServeProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self._output = ""
+
+    def output(self) -> str:
+        if self.log.exists():
+            self._output = self.log.read_text(errors="replace")
+        return self._output
+
+    async def get(self, path: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return await client.get(self.url + path)
+
+    async def status(self) -> dict[str, Any]:
+        response = await self.get("/status")
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self.get("/healthz")).status_code == 200:
+                    status = await self.status()
+                    if all(w["alive"] for w in status["workers"]):
+                        return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"serve did not become healthy:\n{self.output()}")
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+
+def serve_env(server: LiveKitServer, emulator: EmulatorServer, **settings: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        **LOOPBACK_ENV,
+        "LIVEKIT_URL": server.url,
+        "LIVEKIT_API_KEY": server.api_key,
+        "LIVEKIT_API_SECRET": server.api_secret,
+        "OPENAI_API_KEY": EMULATOR_KEY,
+        "OPENAI_BASE_URL": emulator.base_url,
+        "BRIDGE_EMPTY_ROOM_GRACE": "1",
+        "BRIDGE_RECONCILE_INTERVAL": "30",
+        "BRIDGE_DRAIN_TIMEOUT": "5",
+        "BRIDGE_VIDEO_ENABLED": "false",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update({f"BRIDGE_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    server: LiveKitServer,
+    emulator: EmulatorServer,
+    *,
+    port: int | None = None,
+    workers: int = 1,
+    **settings: str,
+) -> AsyncIterator[ServeProcess]:
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="serve-") as tmp:
+        log = Path(tmp) / "serve.log"
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bridge",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                env=serve_env(server, emulator, **settings),
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        process = ServeProcess(proc, port, log)
+        try:
+            await process.wait_healthy()
+            yield process
+        finally:
+            await process.stop()
+            process.output()  # keep it after the directory goes
+
+
+@contextlib.asynccontextmanager
+async def livekit_with_webhooks(*ports: int) -> AsyncIterator[LiveKitServer]:
+    config = LiveKitServerConfig(webhook_urls=[f"http://127.0.0.1:{p}/webhook" for p in ports])
+    async with LiveKitServer(config) as server:
+        yield server
+
+
+def signed_webhook(
+    server: LiveKitServer, event: WebhookEvent, *, secret: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A webhook delivery as LiveKit makes it: JSON body, JWT with the body's sha256."""
+    body = MessageToJson(event).encode()
+    token = sign(server, body, secret=secret)
+    return body, {"Authorization": token, "Content-Type": "application/webhook+json"}
+
+
+def sign(server: LiveKitServer, body: bytes, *, secret: str | None = None) -> str:
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    return api.AccessToken(server.api_key, secret or server.api_secret).with_sha256(digest).to_jwt()
+
+
+def participant_joined(room: str, identity: str, *, event_id: str = "EV_test") -> WebhookEvent:
+    event = WebhookEvent(event="participant_joined", id=event_id, created_at=int(time.time()))
+    event.room.name = room
+    event.participant.identity = identity
+    event.participant.kind = models.ParticipantInfo.Kind.STANDARD
+    return event
+
+
+async def agents_in(server: LiveKitServer, room: str) -> list[str]:
+    async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lkapi:
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+    return [p.identity for p in listed.participants if p.identity.startswith("room-bridge-")]

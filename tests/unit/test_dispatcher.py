@@ -1,0 +1,104 @@
+"""Dispatcher decisions that need no network: repeats, stale events, capacity, draining."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from livekit.protocol import models
+from livekit.protocol.webhook import WebhookEvent
+from pydantic import SecretStr
+
+from bridge.config import SessionOverrides, Settings
+from bridge.dispatch import Dispatcher
+from bridge.local_rooms import RoomInfo
+
+
+class FakeRooms:
+    def __init__(self, rooms: dict[str, RoomInfo] | None = None) -> None:
+        self._rooms = rooms or {}
+        self.left: list[str] = []
+
+    @property
+    def sessions(self) -> int:
+        return sum(i.sessions for i in self._rooms.values())
+
+    def rooms(self) -> dict[str, RoomInfo]:
+        return dict(self._rooms)
+
+    def has_room(self, room: str) -> bool:
+        return room in self._rooms
+
+    async def join(self, room: str, overrides: SessionOverrides | None) -> str | None:
+        return "not in unit tests"
+
+    def leave(self, room: str) -> bool:
+        self.left.append(room)
+        return self._rooms.pop(room, None) is not None
+
+
+def event(
+    kind: str, room: str, *, sid: str = "", event_id: str = "", identity: str = ""
+) -> WebhookEvent:
+    ev = WebhookEvent(event=kind, id=event_id)
+    ev.room.name = room
+    ev.room.sid = sid
+    if identity:
+        ev.participant.identity = identity
+        ev.participant.kind = models.ParticipantInfo.Kind.STANDARD
+    return ev
+
+
+@pytest_asyncio.fixture
+async def settings() -> AsyncIterator[Settings]:
+    yield Settings(livekit_api_key="k", livekit_api_secret=SecretStr("s" * 32), max_sessions=2)
+
+
+@pytest.mark.parametrize(
+    ("kind", "identity", "outcome"),
+    [
+        ("track_published", "alice", "ignored"),
+        ("participant_left", "alice", "ignored"),
+        ("participant_joined", "room-bridge-r", "ignored"),
+        ("egress_started", "", "ignored"),
+    ],
+)
+async def test_events_that_need_nothing(
+    settings: Settings, kind: str, identity: str, outcome: str
+) -> None:
+    dispatcher = Dispatcher(settings, FakeRooms())
+    assert dispatcher.on_webhook(event(kind, "r", identity=identity)).outcome == outcome
+
+
+async def test_repeats_and_rooms_we_are_in(settings: Settings) -> None:
+    rooms = FakeRooms({"r": RoomInfo(sessions=1, humans=1)})
+    dispatcher = Dispatcher(settings, rooms)
+    first = dispatcher.on_webhook(event("participant_joined", "r", event_id="E1", identity="a"))
+    again = dispatcher.on_webhook(event("participant_joined", "r", event_id="E1", identity="a"))
+    assert (first.outcome, again.outcome) == ("already", "duplicate")
+
+
+async def test_capacity_and_draining_ask_for_another_replica(settings: Settings) -> None:
+    full = FakeRooms({"a": RoomInfo(sessions=1, humans=1), "b": RoomInfo(sessions=1, humans=1)})
+    dispatcher = Dispatcher(settings, full)
+    outcome = dispatcher.on_webhook(event("room_started", "c", event_id="E2"))
+    assert outcome.outcome == "unavailable" and outcome.retry_elsewhere
+    assert "at capacity (2/2 sessions)" in outcome.detail
+    dispatcher = Dispatcher(settings, FakeRooms())
+    dispatcher.draining = True
+    assert dispatcher.on_webhook(event("room_started", "c", event_id="E3")).detail == "draining"
+    assert dispatcher.dispatch("c", None).retry_elsewhere
+
+
+async def test_room_finished_only_ends_the_instance_it_names(settings: Settings) -> None:
+    rooms = FakeRooms({"r": RoomInfo(sessions=1, humans=1)})
+    dispatcher = Dispatcher(settings, rooms)
+    dispatcher._sids["r"] = "RM_new"
+    stale = dispatcher.on_webhook(event("room_finished", "r", sid="RM_old", event_id="E4"))
+    assert stale.outcome == "stale" and rooms.left == []
+    # A late room_started of that finished instance is ignored as well.
+    late = dispatcher.on_webhook(event("room_started", "r2", sid="RM_old", event_id="E5"))
+    assert late.outcome == "stale"
+    done = dispatcher.on_webhook(event("room_finished", "r", sid="RM_new", event_id="E6"))
+    assert done.outcome == "left" and rooms.left == ["r"]
