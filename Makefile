@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck unit livekit-server bench clean
+.PHONY: k8s-tools lint-k8s
 
 # Virtualenv with the package and its dev tools, refreshed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -18,6 +19,15 @@ $(STAMP): pyproject.toml
 livekit-server: $(STAMP)
 	$(PY) -c 'from bridge.livekit_server import ensure_binary; print("livekit-server:", ensure_binary())'
 
+# kustomize for tests/k8s (renders k8s/ offline): found on PATH or in .tools/, else built once.
+k8s-tools: $(STAMP)
+	$(PY) -m tests.k8s.tools kustomize
+
+# Best-practice lint of every rendered k8s/ overlay with kube-linter (built once into .tools/;
+# not in `make test`: the first build takes minutes), and of k8s/Dockerfile when hadolint is there.
+lint-k8s: k8s-tools
+	$(PY) -m tests.k8s.tools lint
+
 # The whole local stack with a simulated human (Ctrl-C stops it).
 demo: livekit-server
 	$(PY) -m bridge dev
@@ -30,7 +40,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 # The whole suite: lint, types, unit and integration tests (real livekit-server + emulator).
-test: lint typecheck livekit-server
+test: lint typecheck livekit-server k8s-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # On-demand soak and benchmark runs (print JSON).

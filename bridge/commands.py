@@ -105,10 +105,11 @@ def _exit_now(pool: WorkerPool) -> None:
 
 
 async def run_join(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.capacity import SessionBudget
     from bridge.room import RoomWorker
 
     settings.require("livekit_api_key", "livekit_api_secret", "openai_api_key")
-    worker = RoomWorker(settings, args.room)
+    worker = RoomWorker(settings, args.room, budget=SessionBudget(settings.max_sessions))
     try:
         await worker.start()
         done = asyncio.ensure_future(worker.wait())

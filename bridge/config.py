@@ -276,7 +276,12 @@ class Settings(BaseSettings):
     metadata_key: str = Field(
         default="ai", min_length=1, description="Room metadata key that enables the AI."
     )
-    max_sessions: int = Field(default=8, ge=1, le=10_000, description="Sessions per process.")
+    max_sessions: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Live sessions per `serve` instance (split over its workers) or `join`.",
+    )
     workers: int = Field(
         default=0, ge=0, le=256, description="Room-worker processes; 0 = number of cores."
     )

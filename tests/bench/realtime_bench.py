@@ -134,7 +134,6 @@ async def bench_cpu(
         "concurrent_calls": concurrent,
         "wall_s": round(wall, 1),
         "client_cpu_s_per_call_s": round(own / call_seconds, 4),
-        "client_cores_per_call": round(own / call_seconds, 4),
         "emulator_cpu_s_per_call_s": round(emu / call_seconds, 4),
         "model_frames_received": counters["frames_in"],
         "responses": counters["responses"],
