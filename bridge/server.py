@@ -113,9 +113,14 @@ class BridgeServer:
             return self._reject("unauthorized", "no Authorization header")
         if request.content_type not in WEBHOOK_CONTENT_TYPES:
             return self._reject("bad_request", f"content type {request.content_type!r}")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            return self._reject("too_large", f"body over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(16_384):
+            size += len(chunk)
+            if size > limit:
+                return self._reject("too_large", f"body over {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:

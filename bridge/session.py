@@ -120,6 +120,7 @@ class ParticipantSession:
         self.stats = SessionStats()
         self._uplink_residence: deque[float] = deque(maxlen=10_000)
         self.ended_reason: str | None = None
+        self.last_call_id: str | None = None
 
     # ---- measurements ------------------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class ParticipantSession:
             self.stats.calls,
             self.usage.responses,
             dict(self.usage.tokens),
-            extra=self._extra,
+            extra={**self._extra, "call_id": self.last_call_id},
         )
 
     # ---- calls --------------------------------------------------------------------------------
@@ -269,6 +270,7 @@ class ParticipantSession:
                 video.stop()
             raise
         self._call = call
+        self.last_call_id = call.call_id
         self._expired = False
         self.stats.calls += 1
         if self.stats.first_ready_at is None:

@@ -104,6 +104,7 @@ class RealtimeCall:
         self._channel_open = asyncio.Event()
         self._closed = asyncio.Event()
         self._receiver: AudioReceiver | None = None
+        self._remote_audio: MediaStreamTrack | None = None
         self.call_id: str | None = None
         self.session: dict[str, Any] = {}
         self.closed_reason: str | None = None
@@ -116,6 +117,12 @@ class RealtimeCall:
     @property
     def state(self) -> CallState:
         return self._state
+
+    @property
+    def remote_audio_track(self) -> MediaStreamTrack | None:
+        """The model's remote audio track. Read it through ``audio_out`` (which owns the loop
+        that drains it); a second reader would split the frames."""
+        return self._remote_audio
 
     @property
     def audio_out(self) -> AudioReceiver:
@@ -331,6 +338,7 @@ class RealtimeCall:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio" or self._receiver is not None:
             return
+        self._remote_audio = track
         self._receiver = AudioReceiver(track)
         self._tasks.create_task(self._receiver.run(), name="audio-receive")
 

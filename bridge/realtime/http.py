@@ -114,34 +114,28 @@ async def post_offer(
 ) -> Answer:
     """POST /realtime/calls. Multipart (``sdp`` + ``session``) with an API key; the raw SDP as
     ``application/sdp`` with an ephemeral ``ek_`` key, whose session was fixed when minted."""
-    url = f"{settings.openai_base_url}/realtime/calls"
     headers = auth_headers(settings, key)
+    body: dict[str, Any]
     if key.get_secret_value().startswith("ek_"):
-        response = await request(
-            client,
-            "POST",
-            url,
-            key=key,
-            what="POST /realtime/calls",
-            timeout=settings.connect_timeout,
-            headers={**headers, "Content-Type": "application/sdp"},
-            content=offer_sdp.encode(),
-        )
+        headers["Content-Type"] = "application/sdp"
+        body = {"content": offer_sdp.encode()}
     else:
-        files = {
-            "sdp": (None, offer_sdp.encode(), "application/sdp"),
-            "session": (None, json.dumps(session or {}).encode(), "application/json"),
+        body = {
+            "files": {
+                "sdp": (None, offer_sdp.encode(), "application/sdp"),
+                "session": (None, json.dumps(session or {}).encode(), "application/json"),
+            }
         }
-        response = await request(
-            client,
-            "POST",
-            url,
-            key=key,
-            what="POST /realtime/calls",
-            timeout=settings.connect_timeout,
-            headers=headers,
-            files=files,
-        )
+    response = await request(
+        client,
+        "POST",
+        f"{settings.openai_base_url}/realtime/calls",
+        key=key,
+        what="POST /realtime/calls",
+        timeout=settings.connect_timeout,
+        headers=headers,
+        **body,
+    )
     location = response.headers.get("location", "")
     call_id = location.rstrip("/").rsplit("/", 1)[-1] if location else ""
     if not call_id:

@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import statistics
-import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from pydantic import SecretStr
 
 from bridge.realtime import RealtimeCall, build_session
 from bridge.realtime.tracks import PcmAudioTrack
-from tests.env import LOOPBACK_ENV, test_settings
+from tests.emulator_process import emulator_process
+from tests.env import test_settings
 from tests.signals import silence, tone
 from tests.speaker import play
 
@@ -40,39 +36,6 @@ def _cpu_seconds(pid: int) -> float:
         fields = fh.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-@contextlib.asynccontextmanager
-async def emulator_process() -> AsyncIterator[tuple[str, int]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "--log-level",
-        "WARNING",
-        "emulator",
-        "--port",
-        str(port),
-        "--api-key",
-        KEY,
-        env={**os.environ, **LOOPBACK_ENV},
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(100):
-                with contextlib.suppress(httpx.HTTPError):
-                    await client.get(f"{base}/_emulator/calls", timeout=0.5)
-                    break
-                await asyncio.sleep(0.1)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -146,10 +109,10 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrent", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
-    async with emulator_process() as (base, pid):
+    async with emulator_process(KEY) as emulator:
         result = {
-            "connect": await bench_connect(base, args.calls),
-            "cpu": await bench_cpu(base, pid, args.concurrent, args.seconds),
+            "connect": await bench_connect(emulator.base_url, args.calls),
+            "cpu": await bench_cpu(emulator.base_url, emulator.pid, args.concurrent, args.seconds),
         }
     print(json.dumps(result, indent=2))
 

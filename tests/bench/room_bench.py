@@ -22,16 +22,13 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
-
-import httpx
 
 from bridge.livekit_server import LiveKitServer
 from tests.bench.realtime_bench import KEY, _cpu_seconds, _pct
+from tests.emulator_process import emulator_process
 from tests.env import LOOPBACK_ENV
 from tests.room_harness import Human
 
@@ -42,45 +39,6 @@ def _rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def emulator(options: dict[str, Any]) -> AsyncIterator[str]:
-    port = _free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "--log-level",
-        "WARNING",
-        "emulator",
-        "--port",
-        str(port),
-        "--api-key",
-        KEY,
-        "--options",
-        json.dumps(options),
-        env={**os.environ, **LOOPBACK_ENV},
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(100):
-                with contextlib.suppress(httpx.HTTPError):
-                    await client.get(f"{base}/_emulator/calls", timeout=0.5)
-                    break
-                await asyncio.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 async def talk(human: Human, freq: float, until: float) -> None:
@@ -169,9 +127,12 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     results = []
-    async with LiveKitServer() as server, emulator({"voice_mode": "echo"}) as base:
+    async with (
+        LiveKitServer() as server,
+        emulator_process(KEY, {"voice_mode": "echo"}) as emulator,
+    ):
         for n in [int(x) for x in args.humans.split(",")]:
-            result = await run_one(server, base, n, args.seconds)
+            result = await run_one(server, emulator.base_url, n, args.seconds)
             print(json.dumps(result), flush=True)
             results.append(result)
     print(json.dumps({"results": results}, indent=2))

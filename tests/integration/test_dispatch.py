@@ -8,7 +8,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -370,3 +370,23 @@ async def _room_sid(server: LiveKitServer, room: str) -> str:
     async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lkapi:
         listed = await lkapi.room.list_rooms(api.ListRoomsRequest(names=[room]))
     return listed.rooms[0].sid
+
+
+async def test_chunked_webhooks_are_read_whole_and_capped(
+    emulator: EmulatorServer, livekit_server: LiveKitServer
+) -> None:
+    async with serve(livekit_server, emulator, reconcile_interval="600") as bridge:
+        event = participant_joined(room_name(), "alice", event_id="EV_chunked")
+        event.room.metadata = "x" * 40_000  # large, but under the 64 KiB cap
+        body, headers = signed_webhook(livekit_server, event)
+
+        async def chunks(data: bytes) -> AsyncIterator[bytes]:
+            for i in range(0, len(data), 1000):
+                yield data[i : i + 1000]
+                await asyncio.sleep(0)
+
+        whole = await post(bridge, "/webhook", content=chunks(body), headers=headers)
+        # Read whole and verified (not a 401 from half a body); no humans there, so no join.
+        assert whole.status_code == 200, whole.text
+        too_big = await post(bridge, "/webhook", content=chunks(b" " * 100_000), headers=headers)
+        assert too_big.status_code == 413

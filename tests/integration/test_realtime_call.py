@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from bridge.emulator.app import EmulatorServer
+from bridge.emulator.schema import SERVER_EVENTS, check_server_event
 from bridge.realtime import (
     RealtimeAPIError,
     RealtimeCall,
@@ -28,12 +27,16 @@ from bridge.realtime import (
 from bridge.realtime.events import (
     ConversationItemCreate,
     ErrorEvent,
+    InputAudioBufferClear,
+    InputAudioBufferCommit,
     ResponseCreate,
     ResponseDone,
     ServerEvent,
     SessionUpdated,
+    UnknownEvent,
 )
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
+from tests.emulator_process import emulator_process
 from tests.env import test_settings
 from tests.signals import rms, silence, tone
 from tests.speaker import play
@@ -329,32 +332,10 @@ async def test_twenty_concurrent_calls_leak_nothing(emulator: EmulatorServer) ->
 
 
 async def test_emulator_as_subprocess() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "BRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "emulator",
-        "--port",
-        str(port),
-        "--api-key",
-        "sk-sub-123456",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}/v1"
-        async with httpx.AsyncClient() as client:
-            for _ in range(100):
-                with contextlib.suppress(httpx.HTTPError):
-                    await client.get(f"{base}/_emulator/calls", timeout=0.5)
-                    break
-                await asyncio.sleep(0.1)
-        settings = test_settings(openai_base_url=base, openai_api_key=SecretStr("sk-sub-123456"))
+    async with emulator_process("sk-sub-123456", log_level="INFO") as emulator:
+        settings = test_settings(
+            openai_base_url=emulator.base_url, openai_api_key=SecretStr("sk-sub-123456")
+        )
         track = PcmAudioTrack()
         async with RealtimeCall(settings, session=build_session(settings), audio=track) as call:
             recorder = Recorder(call)
@@ -364,13 +345,10 @@ async def test_emulator_as_subprocess() -> None:
             await recorder.aclose()
         track.stop()
         async with httpx.AsyncClient() as client:
-            calls = (await client.get(f"{base}/_emulator/calls")).json()
+            calls = (await client.get(f"{emulator.base_url}/_emulator/calls")).json()
         assert calls[0]["state"] == "ended" and calls[0]["errors"] == []
         assert calls[0]["audio_in_s"] > 0.5
-    finally:
-        proc.terminate()
-        _, stderr = await asyncio.wait_for(proc.communicate(), 10)
-    assert proc.returncode == 0, stderr.decode()
+    # Leaving the block stopped it with SIGTERM and checked it exited 0.
 
 
 async def test_video_goes_as_h264_and_is_counted(emulator: EmulatorServer) -> None:
@@ -400,3 +378,57 @@ async def test_next_event_survives_timeouts(emulator: EmulatorServer) -> None:
         event = await asyncio.wait_for(call.next_event(), 5)
         assert isinstance(event, SessionUpdated)
     assert await asyncio.wait_for(call.next_event(), 1) is None
+
+
+async def test_without_vad_the_client_commits(emulator: EmulatorServer) -> None:
+    async with recorded_call(emulator, turn_detection="none") as (call, rec, track):
+        assert call.session["audio"]["input"]["turn_detection"] is None
+        await speak(track, 0.6)
+        await play(track.push, silence(0.3))
+        assert "input_audio_buffer.speech_started" not in rec.types()
+        call.send(InputAudioBufferCommit())
+        await rec.wait_for("input_audio_buffer.committed")
+        await rec.wait_for("conversation.item.input_audio_transcription.completed")
+        assert "response.created" not in rec.types()
+        call.send(ResponseCreate())
+        done = await rec.wait_for("response.done")
+        assert isinstance(done, ResponseDone) and done.response.status == "completed"
+
+
+async def test_every_event_either_side_sends_matches_the_official_schema(
+    emulator: EmulatorServer,
+) -> None:
+    """A conversation touching every feature; the emulator checks each client event against
+    RealtimeClientEvent (unknown fields rejected) and each of its own against
+    RealtimeServerEvent; here we check again what the client received."""
+    emulator.emulator.options.generation_speed = 0.5
+    async with recorded_call(emulator) as (call, rec, track):
+        call.update_session(instructions="schema run")
+        await speak(track, 0.6)
+        await play(track.push, silence(0.6))
+        await rec.wait_for("output_audio_buffer.started")
+        await speak(track, 0.3, freq=300.0)  # barge-in
+        await rec.wait_for("output_audio_buffer.cleared")
+        emulator.emulator.options.generation_speed = 4.0
+        await rec.wait_for("response.done", count=2)  # the barge-in was a turn of its own
+        call.send(ConversationItemCreate.user_text("typed turn"))
+        call.send(ResponseCreate(response={"output_modalities": ["text"]}))
+        await rec.wait_for("response.output_text.done")
+        call.send(ConversationItemCreate.user_text("another"))
+        call.send(ResponseCreate())
+        await rec.wait_for("response.output_audio_transcript.delta", count=1)
+        call.cancel_response()
+        await rec.wait_for("output_audio_buffer.cleared", count=2)
+        call.send(InputAudioBufferClear())
+        await rec.wait_for("input_audio_buffer.cleared")
+        call_id = call.call_id or ""
+    snapshot = emulator.emulator.calls[call_id].snapshot()
+    assert snapshot["errors"] == []
+    assert "error" not in snapshot["events_out"]
+    for event in rec.events:
+        data = event.model_dump(mode="json")
+        if isinstance(event, UnknownEvent):
+            assert data.pop("problem") is None  # ours, for events that did not parse
+        SERVER_EVENTS.validate_python(data)
+        assert check_server_event(data) is None, data["type"]
+    assert len({e.type for e in rec.events}) >= 20
