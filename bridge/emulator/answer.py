@@ -1,7 +1,7 @@
 """Answer SDP in the service's shape.
 
 aiortc writes ICE credentials, fingerprints and candidates into every section. OpenAI's published
-answer (shared/fixtures/openai-answer-example.sdp) carries them only in the first section of the
+answer (tests/fixtures/openai-answer-example.sdp) carries them only in the first section of the
 BUNDLE group, and no direction attribute (sendrecv is the default), so by default we strip
 those from the others and drop ``a=sendrecv``: the client's normalisation then runs
 over a real connection in every test. ``full`` leaves aiortc's answer as it is.

@@ -1,6 +1,6 @@
 """SDP answers as the service sends them, made acceptable to aiortc.
 
-OpenAI's published answer (shared/fixtures/openai-answer-example.sdp) puts the ICE credentials
+OpenAI's published answer (tests/fixtures/openai-answer-example.sdp) puts the ICE credentials
 only in the first section of the BUNDLE group: the data channel section that shares its
 transport carries none. RFC 8843 allows that for bundled sections, but aiortc 1.16 requires
 ``ice-ufrag``/``ice-pwd`` in every section it parses. Live answers may or may not repeat them, so

@@ -16,7 +16,7 @@ from bridge.emulator.answer import shape_answer
 from bridge.realtime.errors import RealtimeProtocolError
 from bridge.realtime.sdp import normalize_answer
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "openai-answer-example.sdp"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "openai-answer-example.sdp"
 
 
 def _no_network_pc() -> RTCPeerConnection:
