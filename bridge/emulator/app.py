@@ -286,6 +286,18 @@ class Emulator:
             return openai_error(404, "Call not found.", code="call_not_found")
         return web.json_response(call.snapshot())
 
+    async def fault(self, request: web.Request) -> web.Response:
+        """``POST /v1/_emulator/calls/{id}/expire|drop``: end one live call now, as the service
+        would at its session limit, or as a lost connection would."""
+        call = self.calls.get(request.match_info["call_id"])
+        if call is None or call.state != "active":
+            return openai_error(404, "No active call with that id.", code="call_not_found")
+        if request.match_info["fault"] == "expire":
+            await call.expire()
+        else:
+            await call.end("dropped")
+        return web.json_response(call.snapshot())
+
     async def get_options(self, request: web.Request) -> web.Response:
         return web.json_response(self.options.model_dump())
 
@@ -334,6 +346,7 @@ def create_app(settings: Settings, options: EmulatorOptions) -> web.Application:
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", emulator.hangup)
     app.router.add_get("/v1/_emulator/calls", emulator.list_calls)
     app.router.add_get("/v1/_emulator/calls/{call_id}", emulator.get_call)
+    app.router.add_post("/v1/_emulator/calls/{call_id}/{fault:expire|drop}", emulator.fault)
     app.router.add_get("/v1/_emulator/options", emulator.get_options)
     app.router.add_patch("/v1/_emulator/options", emulator.patch_options)
 

@@ -307,6 +307,11 @@ class EmulatedCall:
 
     async def _expire(self) -> None:
         await asyncio.sleep(self.options.max_session_s)
+        await self.expire()
+
+    async def expire(self) -> None:
+        """End the session as the service does at its time limit: an ``error`` event with code
+        ``session_expired``, then the connection closes."""
         minutes = self.options.max_session_s / 60
         self.error(
             "invalid_request_error",
@@ -316,7 +321,7 @@ class EmulatedCall:
             code="session_expired",
         )
         await asyncio.sleep(0.05)  # let the event leave before the connection goes
-        self._tasks.create_task(self.end("session_expired"), name="end")
+        await self.end("session_expired")
 
     async def _drop(self, after: float) -> None:
         await asyncio.sleep(after)

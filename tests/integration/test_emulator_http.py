@@ -163,3 +163,10 @@ async def test_options_patch_validates(emulator: EmulatorServer) -> None:
         bad = await client.patch(url, json={"voice_mode": "sing"})
         assert bad.status_code == 400
         assert (await client.get(url)).json()["voice_mode"] == "echo"
+
+
+async def test_fault_routes_need_a_live_call(emulator: EmulatorServer) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        for fault in ("expire", "drop"):
+            response = await client.post(f"{emulator.base_url}/_emulator/calls/rtc_nope/{fault}")
+            assert response.status_code == 404

@@ -111,7 +111,10 @@ async def test_one_human_conversation(
             for t in alice.transcripts
             if t.attributes["lk.segment_id"] == human_finals[0].attributes["lk.segment_id"]
         ]
-        assert [t.final for t in same][-1] is True and not same[0].final
+        # Interim transcripts (growing text) and exactly one final, with the whole text.
+        assert [t.text for t in same if t.final] == [human_finals[0].text]
+        interim = [t.text for t in same if not t.final]
+        assert interim and all(human_finals[0].text.startswith(t.strip()) for t in interim)
         # The older transcription API carries both sides too.
         assert any(who == "alice" and final for who, _, final in alice.legacy)
         assert any(who == bridge.identity and final for who, _, final in alice.legacy)
@@ -430,3 +433,32 @@ async def test_join_command_runs_until_the_room_is_empty(
     assert proc.returncode == 0, stderr.decode()
     assert "no humans left" in stderr.decode()
     assert EMULATOR_KEY not in stderr.decode()
+
+
+async def test_session_limit_and_dropped_calls_reconnect_with_history(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await alice.say(0.7, pause=0.7)
+        await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
+        session = bridge.sessions["alice"]
+        first = call_of(emulator, bridge, "alice")
+        # The service ends the session at its 60-minute limit: a new call starts at once...
+        await first.expire()
+        await wait_for(lambda: session.call_id not in (None, first.id), timeout=15)
+        second = call_of(emulator, bridge, "alice")
+        # ...and the conversation so far comes along as text items (user turn + answer).
+        await wait_for(lambda: second.events_in.get("conversation.item.create", 0) >= 2)
+        assert session.stats.failures == {}
+        # A dropped connection is a failure: retried with backoff, then a new call.
+        await second.end("dropped")
+        await wait_for(lambda: session.call_id not in (None, second.id), timeout=15)
+        assert session.stats.failures == {"RealtimeError": 1}
+        # The conversation goes on in the new call.
+        await alice.say(0.7, pause=0.7)
+        await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 2)
