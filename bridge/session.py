@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 HISTORY_TURNS = 20
 PENDING_TEXTS = 20
+# A call that lasted this long counts as a success: the retry count starts over.
+STABLE_CALL_SECONDS = 30.0
 
 
 @dataclass
@@ -166,7 +168,7 @@ class ParticipantSession:
             agent_identity=agent.identity,
             human_identity=self.identity,
             human_track_sid=self._mic_sid,
-            pump=self._pump or SpeakerPump(rtc.AudioSource(48_000, 1)),
+            pump=self._pump,
             private=self.settings.audience == "private",
             extra=self._extra,
         )
@@ -224,26 +226,31 @@ class ParticipantSession:
             self._set_state(AgentState.INITIALIZING)
             try:
                 call = await self._connect()
-            except RealtimeError as exc:
-                self._count_failure(exc)
+            except Exception as exc:  # one session's failure must never reach the room
+                failure = self._as_failure(exc)
+                self._count_failure(failure)
                 attempt += 1
-                if not exc.retryable or attempt > self.settings.retry_attempts:
-                    self._give_up(exc, attempt)
+                if not failure.retryable or attempt > self.settings.retry_attempts:
+                    self._give_up(failure, attempt)
                     return
-                await self._backoff(attempt, exc)
+                await self._backoff(attempt, failure)
                 continue
-            attempt = 0
+            connected = time.monotonic()
             try:
                 ending = await self._converse(call)
             finally:
                 self._call = None
                 SESSIONS_ACTIVE.dec()
                 await call.aclose()
+            if time.monotonic() - connected >= STABLE_CALL_SECONDS:
+                attempt = 0
             if ending == "idle":
                 logger.info("session idle; call ended until the human speaks", extra=self._extra)
                 self._set_state(AgentState.IDLE)
                 await self._mic.woke.wait()
             elif ending == "closed":
+                # A call that keeps dropping soon after connecting is retried like a refusal,
+                # so a flapping service gets backoff, not a reconnect storm.
                 attempt += 1
                 failure = RealtimeError(f"call ended unexpectedly: {call.closed_reason}")
                 self._count_failure(failure)
@@ -251,6 +258,12 @@ class ParticipantSession:
                     self._give_up(failure, attempt)
                     return
                 await self._backoff(attempt, failure)
+
+    def _as_failure(self, exc: Exception) -> RealtimeError:
+        if isinstance(exc, RealtimeError):
+            return exc
+        logger.error("unexpected error setting up a call", exc_info=exc, extra=self._extra)
+        return RealtimeError(f"unexpected {type(exc).__name__}: {exc}", retryable=True)
 
     async def _connect(self) -> RealtimeCall:
         create = self.settings.response_policy == "auto"
@@ -309,8 +322,12 @@ class ParticipantSession:
                 if event is None:
                     return "expired" if self._expired else "closed"
                 handler = _HANDLERS.get(event.type)
-                if handler is not None:
+                if handler is None:
+                    continue
+                try:
                     handler(self, event)
+                except Exception:  # a bug with one event must not end the conversation
+                    logger.exception("handling %s failed", event.type, extra=self._extra)
         finally:
             self._mic.attach(None)
             self._sampler.attach(None)

@@ -65,7 +65,7 @@ class Transcripts:
         agent_identity: str,
         human_identity: str,
         human_track_sid: str,
-        pump: SpeakerPump,
+        pump: SpeakerPump | None,
         private: bool,
         extra: dict[str, str],
     ) -> None:
@@ -112,11 +112,15 @@ class Transcripts:
         segment.text, segment.text_done, segment.audio_done = text, True, True
         self._finish(segment, interrupted=False)
 
+    @property
+    def _played(self) -> float:
+        return self._pump.played_seconds if self._pump is not None else 0.0
+
     def audio_started(self) -> None:
         if self._segment is not None and self._segment.started_at is None:
-            self._segment.started_at = self._pump.played_seconds
+            self._segment.started_at = self._played
         else:
-            self._audio_start = self._pump.played_seconds
+            self._audio_start = self._played
 
     def audio_stopped(self) -> None:
         """Playback of the answer finished: everything received was said."""
@@ -167,7 +171,7 @@ class Transcripts:
         segment = self._segment
         if segment is None or segment.started_at is None:
             return
-        played = self._pump.played_seconds - segment.started_at
+        played = self._played - segment.started_at
         self._release(segment, min(len(segment.text), int(played * CHARS_PER_SECOND)))
 
     async def _write_agent(self, segment: _AgentSegment, chunk: str, *, final: bool) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.aio import TaskSet, cancel_and_wait
+from bridge.aio import TaskSet
 from bridge.config import ConfigError, SessionOverrides, Settings, load_settings
 from bridge.local_rooms import RoomInfo
 
@@ -162,8 +162,15 @@ class WorkerPool:
         while True:
             proc = worker.proc
             assert proc is not None and proc.stdout is not None
-            while line := await proc.stdout.readline():
-                self._on_line(worker, line)
+            try:
+                while line := await proc.stdout.readline():
+                    self._on_line(worker, line)
+            except (ValueError, OSError) as exc:  # e.g. a line over the limit: stop trusting it
+                logger.error(
+                    "worker %d: unreadable control stream (%s); killing it", worker.index, exc
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
             code = await proc.wait()
             lost = dict(worker.assigned)
             worker.rooms.clear()
@@ -184,10 +191,20 @@ class WorkerPool:
                 code,
                 len(lost),
             )
-            await asyncio.sleep(RESTART_DELAY)
-            await self._spawn(worker)
+            await self._respawn(worker)
             for room, overrides in lost.items():
                 self._on_lost(room, overrides)
+
+    async def _respawn(self, worker: _Worker) -> None:
+        delay = RESTART_DELAY
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn(worker)
+                return
+            except OSError as exc:
+                logger.error("worker %d could not be started: %s; retrying", worker.index, exc)
+                delay = min(30.0, delay * 2)
 
     def _on_line(self, worker: _Worker, line: bytes) -> None:
         try:
@@ -336,8 +353,12 @@ class _Child:
         self._tasks.create_task(self._status_loop(), name="status")
         try:
             while line := await reader.readline():
-                message = json.loads(line)
-                op = message.get("op")
+                try:
+                    message = json.loads(line)
+                    op = message.get("op")
+                except (json.JSONDecodeError, AttributeError):
+                    logger.error("worker: ignoring a control line that is not a message")
+                    continue
                 if op == "join":
                     self._tasks.create_task(
                         self._join(message["room"], message.get("overrides")),
@@ -378,4 +399,4 @@ if __name__ == "__main__":
     sys.exit(child_main(sys.argv[1:]))
 
 
-__all__ = ["WorkerPool", "cancel_and_wait", "child_main", "split_budget"]
+__all__ = ["WorkerPool", "child_main", "split_budget"]
