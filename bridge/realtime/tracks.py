@@ -14,6 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 import av
 import numpy as np
@@ -34,13 +35,55 @@ Pcm = npt.NDArray[np.int16]
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
-class PcmAudioTrack(MediaStreamTrack):
-    """An outgoing audio track fed with 20 ms PCM frames by ``push``.
+OPUS_BITRATE = 32_000
 
-    ``recv`` hands a pushed frame to the encoder as soon as it is there. When nothing arrives
-    (a muted microphone, a stalled source) it sends silence at the real-time rate, so the far end
-    keeps hearing a continuous stream and its voice detection sees the pause. The queue is
-    bounded: when the encoder falls behind, the oldest audio is dropped and counted.
+
+class MonoOpusEncoder:
+    """Opus, mono, 20 ms packets, speech-tuned.
+
+    aiortc's own encoder upmixes to stereo at 96 kbit/s, runs on a thread pool (a hand-off per
+    frame) and, for every frame it is given, computes the RFC 6465 audio level in pure Python.
+    Handing aiortc ready-made packets skips all three; the SDP still says ``opus/48000/2``, which
+    every Opus decoder plays mono packets from (the channel count is in each packet's TOC byte).
+    """
+
+    def __init__(self, bitrate: int = OPUS_BITRATE) -> None:
+        codec = av.CodecContext.create("libopus", "w")
+        codec.bit_rate = bitrate
+        codec.format = "s16"
+        codec.layout = "mono"
+        codec.sample_rate = SAMPLE_RATE
+        codec.time_base = AUDIO_TIME_BASE
+        codec.options = {"application": "voip"}
+        self._codec = codec
+        self._pending: deque[bytes] = deque(maxlen=4)
+
+    def encode(self, frame: av.AudioFrame) -> bytes:
+        """One 20 ms packet for one 20 ms frame (priming the encoder with silence if needed)."""
+        for packet in self._codec.encode(frame):
+            self._pending.append(bytes(packet))
+        while not self._pending:
+            for packet in self._codec.encode(_silence_frame()):
+                self._pending.append(bytes(packet))
+        return self._pending.popleft()
+
+
+def _silence_frame() -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+    frame.planes[0].update(bytes(FRAME_SAMPLES * 2))
+    frame.sample_rate = SAMPLE_RATE
+    frame.time_base = AUDIO_TIME_BASE
+    return frame
+
+
+class PcmAudioTrack(MediaStreamTrack):
+    """An outgoing audio track fed with 20 ms PCM frames by ``push``; ``recv`` returns Opus
+    packets (see MonoOpusEncoder).
+
+    ``recv`` encodes a pushed frame as soon as it is there. When nothing arrives (a muted
+    microphone, a stalled source) it sends silence at the real-time rate, so the far end keeps
+    hearing a continuous stream and its voice detection sees the pause. The queue is bounded:
+    when the encoder falls behind, the oldest audio is dropped and counted.
     """
 
     kind = "audio"
@@ -51,6 +94,7 @@ class PcmAudioTrack(MediaStreamTrack):
         self._ready = asyncio.Event()
         self._pts = 0
         self._deadline: float | None = None
+        self._encoder = MonoOpusEncoder()
         self.dropped_frames = 0
         self.sent_frames = 0
         self.silent_frames = 0
@@ -69,7 +113,7 @@ class PcmAudioTrack(MediaStreamTrack):
     def clear(self) -> None:
         self._queue.clear()
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
@@ -79,9 +123,10 @@ class PcmAudioTrack(MediaStreamTrack):
         if not self._queue:
             self._ready.clear()
             # Wait for real audio until this frame is due plus a little slack for jitter.
-            wait = max(0.0, self._deadline - now) + FRAME_SECONDS
+            # (asyncio.timeout, unlike wait_for, does not create a task per frame.)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), wait)
+                async with asyncio.timeout(max(0.0, self._deadline - now) + FRAME_SECONDS):
+                    await self._ready.wait()
         if self.readyState != "live":
             raise MediaStreamError
         if self._queue:
@@ -92,16 +137,16 @@ class PcmAudioTrack(MediaStreamTrack):
             pcm = _SILENCE
             self.silent_frames += 1
         self._deadline = max(self._deadline + FRAME_SECONDS, loop.time() - FRAME_SECONDS)
-        return self._frame(pcm)
-
-    def _frame(self, pcm: Pcm) -> av.AudioFrame:
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm))
         frame.planes[0].update(pcm.tobytes())
         frame.sample_rate = SAMPLE_RATE
         frame.time_base = AUDIO_TIME_BASE
         frame.pts = self._pts
+        packet = av.Packet(self._encoder.encode(frame))
+        packet.pts = self._pts
+        packet.time_base = AUDIO_TIME_BASE
         self._pts += len(pcm)
-        return frame
+        return packet
 
 
 class VideoFrameTrack(MediaStreamTrack):
@@ -148,16 +193,16 @@ class VideoFrameTrack(MediaStreamTrack):
 
 def to_mono(frame: av.AudioFrame) -> Pcm:
     """48 kHz mono int16 samples from a decoded frame (aiortc decodes Opus to packed stereo)."""
-    data = frame.to_ndarray()
-    if frame.format.name != "s16" or frame.sample_rate != SAMPLE_RATE:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        return np.concatenate(out).astype(np.int16) if out else _SILENCE[:0]
-    channels = len(frame.layout.channels)
-    if channels == 1:
-        return data.reshape(-1).astype(np.int16, copy=False)
-    # The model speaks mono, upmixed to stereo by Opus: one channel carries it all.
-    return np.ascontiguousarray(data.reshape(-1)[::channels])
+    if frame.format.name == "s16" and frame.sample_rate == SAMPLE_RATE:
+        channels = len(frame.layout.channels)
+        plane = memoryview(frame.planes[0])
+        data = np.frombuffer(plane, dtype=np.int16, count=frame.samples * channels)
+        # The model speaks mono, upmixed to stereo by Opus: one channel carries it all.
+        return data[::channels].copy() if channels > 1 else data.copy()
+    # Anything else (a PCMU/PCMA answer, another rate): let libswresample convert it.
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    return np.concatenate(out).astype(np.int16) if out else _SILENCE[:0]
 
 
 class AudioReceiver:
