@@ -56,6 +56,16 @@ async def wait_for(predicate: Any, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def call_ready(bridge: RoomWorker, identity: str, timeout: float = 15.0) -> None:
+    """Until ``identity`` has a session with a live model call."""
+
+    def ready() -> bool:
+        session = bridge.sessions.get(identity)
+        return session is not None and session.call_id is not None
+
+    await wait_for(ready, timeout)
+
+
 def is_subsequence(wanted: list[str], seen: list[str]) -> bool:
     it = iter(seen)
     return all(state in it for state in wanted)
@@ -142,11 +152,8 @@ async def test_two_humans_private_answers(
         humans(livekit_server, room, "alice", "bob") as (alice, bob),
         worker(settings, room) as bridge,
     ):
-        await wait_for(
-            lambda: all(
-                bridge.sessions.get(h) and bridge.sessions[h].call_id for h in ("alice", "bob")
-            )
-        )
+        await call_ready(bridge, "alice")
+        await call_ready(bridge, "bob")
         assert call_of(emulator, bridge, "alice") is not call_of(emulator, bridge, "bob")
         await alice.wait_until(lambda: bool(alice.agent_tracks()))
         await bob.wait_until(lambda: bool(bob.agent_tracks()))
@@ -181,7 +188,7 @@ async def test_barge_in_flushes_room_audio(
         humans(livekit_server, room, "alice") as (alice,),
         worker(bridge_settings(), room) as bridge,
     ):
-        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await call_ready(bridge, "alice")
         await alice.wait_until(lambda: bool(alice.agent_tracks()))
         (track,) = alice.agent_tracks()
         await alice.say(0.6, pause=0.7)
@@ -208,7 +215,7 @@ async def test_video_is_sampled_before_the_encoder(
     room = room_name()
     settings = bridge_settings(video_fps=1.0, video_max_width=640, video_max_height=640)
     async with humans(livekit_server, room, "alice") as (alice,), worker(settings, room) as bridge:
-        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await call_ready(bridge, "alice")
         await alice.publish_camera(1280, 720, fps=30, seconds=5.0)
         call = call_of(emulator, bridge, "alice")
         await wait_for(lambda: call.video.frames >= 3)
@@ -227,11 +234,8 @@ async def test_leaving_ends_exactly_their_call(
     ):
         bob = Human(livekit_server, room, "bob")
         await bob.join()
-        await wait_for(
-            lambda: all(
-                bridge.sessions.get(h) and bridge.sessions[h].call_id for h in ("alice", "bob")
-            )
-        )
+        await call_ready(bridge, "alice")
+        await call_ready(bridge, "bob")
         alice_call, bob_call = call_of(emulator, bridge, "alice"), call_of(emulator, bridge, "bob")
         await bob.leave()
         await wait_for(lambda: bob_call.state == "ended")
@@ -264,7 +268,7 @@ async def test_mute_keeps_the_call_and_idle_ends_it(
         humans(livekit_server, room, "alice") as (alice,),
         worker(bridge_settings(idle_timeout=2.0), room) as bridge,
     ):
-        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await call_ready(bridge, "alice")
         first = call_of(emulator, bridge, "alice")
         assert alice.mic is not None
         alice.mic.track.mute()  # type: ignore[union-attr]
@@ -288,7 +292,7 @@ async def test_listen_policy_publishes_no_audio(
         humans(livekit_server, room, "alice") as (alice,),
         worker(bridge_settings(response_policy="listen"), room) as bridge,
     ):
-        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await call_ready(bridge, "alice")
         await alice.say(0.8, pause=0.7)
         await alice.wait_until(lambda: len(alice.final_transcripts("alice")) >= 1)
         await asyncio.sleep(1.0)
@@ -310,7 +314,7 @@ async def test_addressed_policy_answers_only_when_addressed(
         humans(livekit_server, room, "alice") as (alice,),
         worker(bridge_settings(response_policy="addressed"), room) as bridge,
     ):
-        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await call_ready(bridge, "alice")
         await alice.say(0.7, pause=0.7)
         await alice.wait_until(lambda: len(alice.final_transcripts("alice")) >= 1)
         await asyncio.sleep(1.2)
@@ -328,7 +332,7 @@ async def test_chat_is_a_text_turn(
         humans(livekit_server, room, "alice") as (alice,),
         worker(bridge_settings(), room) as bridge,
     ):
-        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await call_ready(bridge, "alice")
         await alice.chat("what is on the agenda")
         await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
         assert "what is on the agenda" in alice.final_transcripts(bridge.identity)[0].text
@@ -347,7 +351,7 @@ async def test_refused_call_recovers_and_401_ends_the_session(
         humans(livekit_server, room, "alice"),
         worker(bridge_settings(), room) as bridge,
     ):
-        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await call_ready(bridge, "alice")
         assert bridge.sessions["alice"].stats.failures["http_429"] == 1
 
     caplog.set_level(logging.INFO)
@@ -443,7 +447,7 @@ async def test_session_limit_and_dropped_calls_reconnect_with_history(
         humans(livekit_server, room, "alice") as (alice,),
         worker(bridge_settings(), room) as bridge,
     ):
-        await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].call_id)
+        await call_ready(bridge, "alice")
         await alice.say(0.7, pause=0.7)
         await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
         session = bridge.sessions["alice"]
