@@ -99,3 +99,26 @@ async def wait_for(awaitable: Coroutine[Any, Any, T], timeout: float, what: str)
         return await asyncio.wait_for(awaitable, timeout)
     except TimeoutError:
         raise TimeoutError(f"{what} timed out after {timeout:g} s") from None
+
+
+class Closer:
+    """Runs an object's close sequence exactly once, to the end.
+
+    Every ``aclose()`` caller awaits the same run, and a caller being cancelled (its owner
+    shutting down at the same time) never interrupts the sequence half-way: a call would stay
+    up, a track stay published. The run is owned by the object; a later ``aclose()`` awaits it.
+    """
+
+    def __init__(self) -> None:
+        self._run: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._run is not None
+
+    async def close(self, sequence: Coroutine[Any, Any, None]) -> None:
+        if self._run is None:
+            self._run = asyncio.get_running_loop().create_task(sequence, name="close")
+        else:
+            sequence.close()
+        await asyncio.shield(self._run)

@@ -21,7 +21,7 @@ from typing import Any
 from livekit import rtc
 
 from bridge.agent_state import AttributeWriter
-from bridge.aio import TaskSet, cancel_and_wait
+from bridge.aio import Closer, TaskSet, cancel_and_wait
 from bridge.capacity import SessionBudget
 from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.identity import agent_identity, agent_token, is_human
@@ -63,7 +63,9 @@ class RoomWorker:
         self._ended = asyncio.Event()
         self._empty_timer: asyncio.Task[None] | None = None
         self._attributes: AttributeWriter | None = None
+        self._ending: set[ParticipantSession] = set()
         self._closed = False
+        self._closer = Closer()
         self._extra = {"room": room_name}
 
     @property
@@ -108,19 +110,20 @@ class RoomWorker:
         self._end(reason)
 
     async def aclose(self, reason: str = "stopped") -> None:
-        """End every session (calls hung up, tracks unpublished) and leave. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._end(reason)
+        """End every session (calls hung up, tracks unpublished) and leave. Idempotent, and runs
+        to the end even if the caller is cancelled meanwhile."""
+        if not self._closer.started:
+            self._closed = True
+            self._end(reason)
+        await self._closer.close(self._close(reason))
+
+    async def _close(self, reason: str) -> None:
         await cancel_and_wait(self._empty_timer)
-        sessions = list(self.sessions.values())
+        # Sessions being ended by a stop task are ended here too (the same run is awaited).
+        sessions = [*self.sessions.values(), *self._ending]
         self.sessions.clear()
         self._waiting.clear()
-        await asyncio.gather(*(s.aclose(reason) for s in sessions))
-        if self._budget is not None:
-            for _ in sessions:
-                self._budget.release()
+        await asyncio.gather(*(self._finish_session(s, reason) for s in sessions))
         await self._tasks.aclose()
         with contextlib.suppress(KeyError, ValueError):
             self.room.unregister_text_stream_handler(CHAT_TOPIC)
@@ -302,9 +305,7 @@ class RoomWorker:
                     extra={**self._extra, "participant": participant.identity},
                 )
                 self.sessions.pop(participant.identity, None)
-                await session.aclose("could not start")
-                if self._budget is not None:
-                    self._budget.release()
+                await self._finish_session(session, "could not start")
                 return
             video = self._video.get(participant.identity)
             if video is not None:
@@ -316,10 +317,18 @@ class RoomWorker:
             session = self.sessions.pop(identity, None)
             if session is None:
                 return
-            await session.aclose(why)
-            if self._budget is not None:
-                self._budget.release()
+            await self._finish_session(session, why)
             self._update_permissions()
+
+    async def _finish_session(self, session: ParticipantSession, why: str) -> None:
+        self._ending.add(session)
+        try:
+            await session.aclose(why)
+        finally:
+            self._ending.discard(session)
+            if self._budget is not None and not session.slot_released:
+                session.slot_released = True
+                self._budget.release()
 
     async def _retry_waiting(self) -> None:
         assert self._budget is not None

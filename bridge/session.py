@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from livekit import rtc
 
 from bridge.agent_state import AgentState, AttributeWriter
-from bridge.aio import TaskSet, cancel_and_wait
+from bridge.aio import Closer, TaskSet, cancel_and_wait
 from bridge.config import Settings
 from bridge.media import MicrophonePump, SpeakerPump, VideoSampler
 from bridge.metrics import (
@@ -118,6 +118,8 @@ class ParticipantSession:
         self._last_activity = time.monotonic()
         self._expired = False
         self._closed = False
+        self._closer = Closer()
+        self.slot_released = False  # the room worker's session budget, given back once
         self.usage = UsageTotals()
         self.stats = SessionStats()
         self._uplink_residence: deque[float] = deque(maxlen=10_000)
@@ -191,11 +193,14 @@ class ParticipantSession:
             self._video_task = None
 
     async def aclose(self, reason: str = "closed") -> None:
-        """End the session: hang up, unpublish the agent track, close streams. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self.ended_reason = self.ended_reason or reason
+        """End the session: hang up, unpublish the agent track, close streams. Idempotent, and
+        runs to the end even if the caller is cancelled meanwhile."""
+        if not self._closer.started:
+            self._closed = True
+            self.ended_reason = self.ended_reason or reason
+        await self._closer.close(self._close())
+
+    async def _close(self) -> None:
         if self._transcripts is not None:
             await self._transcripts.drain()
         await self._tasks.aclose()

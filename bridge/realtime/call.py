@@ -36,7 +36,7 @@ from aiortc import (
 )
 from pydantic import BaseModel, SecretStr
 
-from bridge.aio import TaskSet
+from bridge.aio import Closer, TaskSet
 from bridge.config import Settings
 from bridge.ice import rtc_configuration
 from bridge.realtime import http
@@ -96,6 +96,7 @@ class RealtimeCall:
         self._key = http.api_key(settings, api_key)
         self._extra = dict(log_extra or {})
         self._state = CallState.NEW
+        self._closer = Closer()
         self._tasks = TaskSet("realtime-call")
         self._pc: RTCPeerConnection | None = None
         self._channel: RTCDataChannel | None = None
@@ -256,15 +257,17 @@ class RealtimeCall:
         await self.aclose(hangup=True)
 
     async def aclose(self, *, hangup: bool = True) -> None:
-        """Hang up (best effort, bounded by connect_timeout) and close everything. Idempotent."""
-        if self._state is CallState.CLOSED:
-            return
-        was_active = self._state is CallState.ACTIVE
-        self._state = CallState.CLOSED
-        if self.closed_reason is None:
-            self.closed_reason = "hangup" if hangup else "closed"
-        self._closed.set()
-        if hangup and self.call_id and self._client is not None and (was_active or self.call_id):
+        """Hang up (best effort, bounded by connect_timeout) and close everything. Idempotent,
+        and runs to the end even if the caller is cancelled meanwhile."""
+        if not self._closer.started:
+            self._state = CallState.CLOSED
+            if self.closed_reason is None:
+                self.closed_reason = "hangup" if hangup else "closed"
+            self._closed.set()
+        await self._closer.close(self._close(hangup))
+
+    async def _close(self, hangup: bool) -> None:
+        if hangup and self.call_id and self._client is not None:
             try:
                 await http.hangup(self._client, self._settings, key=self._key, call_id=self.call_id)
             except RealtimeError as exc:

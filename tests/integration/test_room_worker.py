@@ -466,3 +466,28 @@ async def test_session_limit_and_dropped_calls_reconnect_with_history(
         # The conversation goes on in the new call.
         await alice.say(0.7, pause=0.7)
         await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 2)
+
+
+async def test_closing_while_humans_leave_still_hangs_up_every_call(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    """Sessions being ended (humans leaving) while the worker closes: the worker's shutdown
+    cancels those stop tasks, yet every call must still be hung up and nothing left running."""
+    room = room_name()
+    tasks_before = set(asyncio.all_tasks())
+    bridge = RoomWorker(bridge_settings(), room)
+    await bridge.start()
+    try:
+        async with humans(livekit_server, room, "alice", "bob") as (alice, bob):
+            await call_ready(bridge, "alice")
+            await call_ready(bridge, "bob")
+            calls = [call_of(emulator, bridge, "alice"), call_of(emulator, bridge, "bob")]
+            # Leave mid-answer, so ending each session has transcripts and audio to settle.
+            await asyncio.gather(alice.say(0.8, pause=0.7), bob.say(0.8, freq=880, pause=0.7))
+            await alice.wait_until(lambda: any(len(t.loud) > 10 for t in alice.agent_tracks()))
+    finally:
+        await bridge.aclose()  # right as the humans' departures start ending their sessions
+    assert [(c.state, c.ended_reason) for c in calls] == [("ended", "hangup")] * 2
+    await asyncio.sleep(0.5)
+    leftover = {t for t in asyncio.all_tasks() - tasks_before if t is not asyncio.current_task()}
+    assert not leftover, [t.get_coro() for t in leftover]
