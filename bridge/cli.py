@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge import __version__
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.logs import setup_logging
 
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="TOML settings file (default: config/bridge.toml when present)",
     )
+    parser.add_argument("--version", action="version", version=f"room-bridge {__version__}")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
