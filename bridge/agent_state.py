@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from enum import Enum
 
 from livekit import rtc
@@ -54,7 +55,8 @@ class AttributeWriter:
         self._published: dict[str, str] = {}
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.history: list[str] = []  # room-level states as published, for tests and logs
+        # Room-level states as published, most recent last (for tests and logs).
+        self.history: deque[str] = deque(maxlen=100)
 
     def start(self) -> None:
         self._task = self._tasks.create_task(self._run(), name="attributes")

@@ -310,6 +310,25 @@ class Settings(BaseSettings):
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator(
+        "livekit_api_secret", "openai_api_key", "ice_credential", "dispatch_token", mode="after"
+    )
+    @classmethod
+    def _clean_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Secrets mounted from files often end in a newline; anything else unprintable is a
+        # mistake that would only surface as an HTTP error (never echo the value).
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            raise ValueError("contains control characters")
+        return SecretStr(text)
+
+    @field_validator("livekit_api_key")
+    @classmethod
+    def _clean_key(cls, value: str | None) -> str | None:
+        return value.strip() if value is not None else None
+
     @field_validator("livekit_url")
     @classmethod
     def _livekit_url(cls, value: str) -> str:

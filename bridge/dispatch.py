@@ -133,6 +133,13 @@ class Dispatcher:
     def on_webhook(self, event: WebhookEvent) -> Outcome:
         if event.id and not self._seen.add(event.id):
             return Outcome("duplicate", f"event {event.id} seen before")
+        outcome = self._on_webhook(event)
+        if outcome.retry_elsewhere and event.id:
+            # We asked LiveKit to deliver it again; a redelivery here must not count as a repeat.
+            self._seen.pop(event.id, None)
+        return outcome
+
+    def _on_webhook(self, event: WebhookEvent) -> Outcome:
         kind = event.event
         if kind in ("room_started", "participant_joined"):
             if kind == "participant_joined" and not is_human_kind(
@@ -164,8 +171,10 @@ class Dispatcher:
         if sid:
             self._finished.add(sid)
         ours = self._sids.get(room)
-        if ours and sid and ours != sid:
-            return Outcome("stale", f"finished {sid}, but we are in the newer {ours}")
+        if sid and ours != sid:
+            # Not the instance we are in (or we cannot tell): a room that really closes
+            # disconnects our agent anyway.
+            return Outcome("stale", f"finished {sid}, not the room instance we are in")
         if self._rooms.leave(room):
             self._sids.pop(room, None)
             return Outcome("left", "room finished")
@@ -219,13 +228,22 @@ class Dispatcher:
             if error is not None:
                 logger.warning("could not join: %s", error, extra=extra)
                 return
-            if sid:
-                self._sids[room] = sid
+            self._sids[room] = sid or await self._room_sid(room)
             logger.info("joined", extra=extra)
         except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             logger.warning("could not check the room before joining: %s", exc, extra=extra)
         finally:
             self._joining.discard(room)
+
+    async def _room_sid(self, room: str) -> str:
+        """The sid of the live instance of ``room`` ("" if it cannot be learned now)."""
+        try:
+            listed = await asyncio.wait_for(
+                self.api.room.list_rooms(api.ListRoomsRequest(names=[room])), API_TIMEOUT
+            )
+        except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError):
+            return ""
+        return listed.rooms[0].sid if listed.rooms else ""
 
     async def _look(self, room: str) -> tuple[int, bool]:
         """(humans in the room, our agent identity present) via the server API."""
@@ -249,7 +267,11 @@ class Dispatcher:
         )
         self.last_api_ok = time.monotonic()
         started = 0
-        for room in listed.rooms:
+        rooms = list(listed.rooms)
+        # Capacity may cover only some candidates per pass; a different order each pass means
+        # rooms other replicas already serve cannot keep the rest from ever being looked at.
+        random.shuffle(rooms)
+        for room in rooms:
             if self._rooms.has_room(room.name) or room.name in self._joining:
                 continue
             if room.sid in self._finished:
@@ -278,6 +300,10 @@ class Dispatcher:
                 RECONCILE_RUNS.labels("error").inc()
                 self.last_reconcile_error = str(exc) or type(exc).__name__
                 logger.warning("reconcile failed: %s", self.last_reconcile_error)
+            except Exception as exc:  # a bug must not stop reconciling for good
+                RECONCILE_RUNS.labels("error").inc()
+                self.last_reconcile_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("reconcile pass failed")
             interval = self.settings.reconcile_interval
             await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # jitter
 

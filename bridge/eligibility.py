@@ -36,9 +36,10 @@ def decide(settings: Settings, room: str, metadata: str) -> Decision:
     if metadata.strip():
         try:
             parsed = json.loads(metadata)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, absurd numbers, deep nesting
             if settings.rooms == "metadata":
-                return Decision(False, f"room metadata is not JSON ({exc.msg})")
+                detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+                return Decision(False, f"room metadata is not usable JSON ({detail})")
             parsed = None  # metadata used by the application for something else
         if isinstance(parsed, dict):
             flag = parsed.get(settings.metadata_key)

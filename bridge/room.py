@@ -34,6 +34,7 @@ CHAT_TOPIC = "lk.chat"
 CONNECT_TIMEOUT = 15.0
 CHAT_READ_TIMEOUT = 10.0
 MAX_CHAT_CHARS = 8_000
+MAX_CHATS_IN_FLIGHT = 8
 
 
 class RoomWorker:
@@ -64,6 +65,7 @@ class RoomWorker:
         self._empty_timer: asyncio.Task[None] | None = None
         self._attributes: AttributeWriter | None = None
         self._ending: set[ParticipantSession] = set()
+        self._chats_in_flight = 0
         self._closed = False
         self._closer = Closer()
         self._extra = {"room": room_name}
@@ -265,11 +267,18 @@ class RoomWorker:
         return self._locks.setdefault(identity, asyncio.Lock())
 
     async def _start_session(
-        self, participant: rtc.RemoteParticipant, track: rtc.Track, mic_sid: str
+        self,
+        participant: rtc.RemoteParticipant,
+        track: rtc.Track,
+        mic_sid: str,
+        *,
+        waiting: bool = False,
     ) -> None:
         async with self._lock(participant.identity):
             if participant.identity in self.sessions or self._closed:
                 return
+            if waiting and participant.identity not in self._waiting:
+                return  # they left (or unpublished) while waiting for a slot
             if self._budget is not None and not self._budget.try_acquire():
                 logger.warning(
                     "at capacity (%d sessions); %s waits for a free slot",
@@ -291,6 +300,7 @@ class RoomWorker:
                 attributes=self.attributes,
                 room_usage=self.usage,
                 on_track_published=self._update_permissions,
+                on_gave_up=self._release_slot,
             )
             self.sessions[participant.identity] = session
             logger.info(
@@ -326,16 +336,23 @@ class RoomWorker:
             await session.aclose(why)
         finally:
             self._ending.discard(session)
-            if self._budget is not None and not session.slot_released:
-                session.slot_released = True
-                self._budget.release()
+            self._release_slot(session)
+            lock = self._locks.get(session.identity)
+            if lock is not None and not lock.locked() and session.identity not in self._waiting:
+                del self._locks[session.identity]
+
+    def _release_slot(self, session: ParticipantSession) -> None:
+        """Give the session's budget slot back, once (it ended, or its calls gave up)."""
+        if self._budget is not None and not session.slot_released:
+            session.slot_released = True
+            self._budget.release()
 
     async def _retry_waiting(self) -> None:
         assert self._budget is not None
         while self._waiting:
             freed = self._budget.freed()
             for participant, track, sid in list(self._waiting.values()):
-                await self._start_session(participant, track, sid)
+                await self._start_session(participant, track, sid, waiting=True)
             if self._waiting:
                 await freed.wait()
 
@@ -357,15 +374,33 @@ class RoomWorker:
     # ---- chat ---------------------------------------------------------------------------------
 
     def _on_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        if self._chats_in_flight >= MAX_CHATS_IN_FLIGHT:
+            logger.warning(
+                "chat from %s dropped: too many chat streams open", sender, extra=self._extra
+            )
+            reader.close()
+            return
+        self._chats_in_flight += 1
         self._spawn(self._read_chat(reader, sender), f"chat-{sender}")
 
     async def _read_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        parts: list[str] = []
+        size = 0
         try:
-            text = await asyncio.wait_for(reader.read_all(), CHAT_READ_TIMEOUT)
+            async with asyncio.timeout(CHAT_READ_TIMEOUT):
+                async for chunk in reader:
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_CHAT_CHARS:
+                        logger.info("chat from %s cut at %d characters", sender, MAX_CHAT_CHARS)
+                        break
         except (TimeoutError, Exception) as exc:  # the SDK raises Exception
             logger.warning("chat from %s could not be read: %s", sender, exc, extra=self._extra)
             return
-        text = text.strip()[:MAX_CHAT_CHARS]
+        finally:
+            reader.close()  # a reader left open keeps an SDK subscription alive
+            self._chats_in_flight -= 1
+        text = "".join(parts).strip()[:MAX_CHAT_CHARS]
         session = self.sessions.get(sender)
         if not text:
             return

@@ -131,7 +131,11 @@ class BridgeServer:
             return self._reject("bad_request", f"not a webhook event: {str(exc)[:120]}")
         except Exception as exc:  # jwt and livekit raise plain exceptions
             return self._reject("unauthorized", f"signature check failed: {str(exc)[:120]}")
-        outcome = self.dispatcher.on_webhook(event)
+        try:
+            outcome = self.dispatcher.on_webhook(event)
+        except Exception:  # a bug; reconcile heals what this webhook would have done
+            logger.exception("webhook %s could not be handled", event.event)
+            return Outcome("error", "could not be handled")
         logger.info(
             "webhook %s: %s%s",
             event.event or "?",
@@ -276,6 +280,7 @@ class BridgeServer:
 
 
 _STATUS = {
+    "error": 400,
     "too_large": 413,
     "unauthorized": 401,
     "bad_request": 400,

@@ -32,7 +32,13 @@ from bridge.metrics import (
     SESSIONS_STARTED,
     TOKENS,
 )
-from bridge.realtime import RealtimeAPIError, RealtimeCall, RealtimeError, build_session
+from bridge.realtime import (
+    RealtimeAPIError,
+    RealtimeCall,
+    RealtimeClosedError,
+    RealtimeError,
+    build_session,
+)
 from bridge.realtime import events as ev
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.transcripts import Transcripts
@@ -90,6 +96,7 @@ class ParticipantSession:
         attributes: AttributeWriter,
         room_usage: UsageTotals,
         on_track_published: Callable[[], None],
+        on_gave_up: Callable[[ParticipantSession], None] | None = None,
     ) -> None:
         self.settings = settings
         self.identity = human.identity
@@ -99,6 +106,7 @@ class ParticipantSession:
         self._attributes = attributes
         self._room_usage = room_usage
         self._on_track_published = on_track_published
+        self._on_gave_up = on_gave_up
         self._extra = {"room": room.name, "participant": human.identity}
         self._tasks = TaskSet(f"session-{human.identity}")
         self._mic = MicrophonePump(mic, settings)
@@ -243,6 +251,11 @@ class ParticipantSession:
             connected = time.monotonic()
             try:
                 ending = await self._converse(call)
+            except RealtimeClosedError:
+                ending = "closed"  # the call went away while we were sending on it
+            except Exception:  # a bug must end this call, not the session
+                logger.exception("call failed unexpectedly", extra=self._extra)
+                ending = "closed"
             finally:
                 self._call = None
                 SESSIONS_ACTIVE.dec()
@@ -334,6 +347,7 @@ class ParticipantSession:
                 except Exception:  # a bug with one event must not end the conversation
                     logger.exception("handling %s failed", event.type, extra=self._extra)
         finally:
+            self._input_text.clear()
             self._mic.attach(None)
             self._sampler.attach(None)
             if self._transcripts is not None:
@@ -361,7 +375,7 @@ class ParticipantSession:
         )
         delay *= random.uniform(0.8, 1.2)  # jitter, not crypto
         if isinstance(exc, RealtimeAPIError) and exc.retry_after:
-            delay = max(delay, exc.retry_after)
+            delay = max(delay, min(exc.retry_after, self.settings.retry_backoff_max))
         logger.warning(
             "model call failed (%s); retry %d/%d in %.1f s",
             exc,
@@ -384,6 +398,8 @@ class ParticipantSession:
         self.ended_reason = f"call failed: {exc}"
         logger.error("model call failed (%s): %s; session ended", why, exc, extra=self._extra)
         self._set_state(AgentState.IDLE)
+        if self._on_gave_up is not None:
+            self._on_gave_up(self)  # its capacity slot can serve someone else
 
     # ---- room -> model --------------------------------------------------------------------------
 
@@ -391,11 +407,14 @@ class ParticipantSession:
         """A chat message from this human: a text turn in their call."""
         self._last_activity = time.monotonic()
         call = self._call
-        if call is None:
-            self._pending_texts.append(text)  # delivered when the next call is up
-            self._mic.woke.set()
-            return
-        self._send_text(call, text)
+        if call is not None:
+            try:
+                self._send_text(call, text)
+                return
+            except RealtimeClosedError:
+                pass  # the call just ended; the next one gets it
+        self._pending_texts.append(text)  # delivered when the next call is up
+        self._mic.woke.set()
 
     def _send_text(self, call: RealtimeCall, text: str) -> None:
         call.send(ev.ConversationItemCreate.user_text(text))
@@ -461,6 +480,7 @@ class ParticipantSession:
 
     def _on_input_failed(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.InputTranscriptFailed)
+        self._input_text.pop(event.item_id, None)
         logger.warning("transcription failed: %s", event.error.message, extra=self._extra)
 
     def _on_response_created(self, event: ev.ServerEvent) -> None:

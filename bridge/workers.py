@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ STATUS_INTERVAL = 1.0
 JOIN_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 RESTART_DELAY = 1.0
+QUICK_DEATH_SECONDS = 10.0
 
 
 def split_budget(total: int, workers: int) -> list[int]:
@@ -54,6 +56,8 @@ class _Worker:
     index: int
     budget: int
     proc: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    quick_deaths: int = 0
     rooms: dict[str, RoomInfo] = field(default_factory=dict)
     assigned: dict[str, SessionOverrides | None] = field(default_factory=dict)
     joining: set[str] = field(default_factory=set)
@@ -69,7 +73,10 @@ class _Worker:
 
     @property
     def load(self) -> int:
-        return sum(info.sessions for info in self.rooms.values()) + len(self.joining)
+        """Sessions this worker is committed to: per room the larger of its sessions and its
+        humans (humans waiting for a slot count), at least one; plus rooms still being joined."""
+        committed = sum(max(1, i.sessions, i.humans) for i in self.rooms.values())
+        return committed + len(self.joining - self.rooms.keys())
 
 
 # (room, reason, duplicate?) when a room ends; (room, overrides) when a dead worker's room needs a
@@ -156,6 +163,7 @@ class WorkerPool:
             start_new_session=True,
             limit=1 << 20,
         )
+        worker.started_at = time.monotonic()
         logger.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
 
     async def _supervise(self, worker: _Worker) -> None:
@@ -191,12 +199,15 @@ class WorkerPool:
                 code,
                 len(lost),
             )
-            await self._respawn(worker)
+            # A worker that dies right after starting (bad config, broken install) is restarted
+            # ever more slowly rather than every second.
+            lived = time.monotonic() - worker.started_at
+            worker.quick_deaths = worker.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+            await self._respawn(worker, RESTART_DELAY * 2 ** min(worker.quick_deaths, 5))
             for room, overrides in lost.items():
                 self._on_lost(room, overrides)
 
-    async def _respawn(self, worker: _Worker) -> None:
-        delay = RESTART_DELAY
+    async def _respawn(self, worker: _Worker, delay: float) -> None:
         while True:
             await asyncio.sleep(delay)
             try:
@@ -214,11 +225,11 @@ class WorkerPool:
             logger.warning("worker %d wrote a line that is not a message", worker.index)
             return
         if kind == "status":
+            # A room under way stays in `joining` until its joined/join_failed answer.
             worker.rooms = {
                 room: RoomInfo(sessions=int(v["sessions"]), humans=int(v["humans"]))
                 for room, v in message["rooms"].items()
             }
-            worker.joining -= set(worker.rooms)
         elif kind in ("joined", "join_failed"):
             room = message["room"]
             worker.joining.discard(room)

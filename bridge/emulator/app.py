@@ -169,8 +169,9 @@ class Emulator:
             offer, requested = parsed
         elif ctype == "application/sdp":
             offer = (await request.read()).decode("utf-8", errors="replace")
-            if key.startswith("ek_"):
-                requested = self.secrets[key].session
+            secret = self.secrets.get(key)
+            if secret is not None:
+                requested = secret.session
             else:
                 model = request.query.get("model")
                 requested = {"type": "realtime", **({"model": model} if model else {})}

@@ -277,8 +277,7 @@ class RealtimeCall:
             await self._pc.close()
         if self._client is not None:
             await self._client.aclose()
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(None)
+        self._push(None)
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -332,6 +331,10 @@ class RealtimeCall:
                 event.problem,
                 extra=self._extra,
             )
+        self._push(event)
+
+    def _push(self, event: ServerEvent | None) -> None:
+        """Queue an event (None: the end); when full, the oldest event makes room."""
         if self._events.full():
             self._events.get_nowait()
             self.dropped_events += 1

@@ -22,7 +22,9 @@ def redact(text: str, *secrets: str | None) -> str:
     """``text`` with the given secrets and anything shaped like an OpenAI key masked."""
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            # Also as it appears escaped in a repr (a key with a stray newline, say).
+            for form in (secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]):
+                text = text.replace(form, "***")
     return _KEYLIKE.sub(lambda m: f"{m.group(1)}-***", text)
 
 

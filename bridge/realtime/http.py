@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,12 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
-        return float(value) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
+        return None  # an HTTP date; our backoff applies
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
+    return seconds
 
 
 def error_from_response(response: httpx.Response, key: SecretStr | None) -> RealtimeAPIError:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from bridge.capacity import SessionBudget
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.peer import EmulatedCall
 from bridge.livekit_server import LiveKitServer
@@ -491,3 +492,50 @@ async def test_closing_while_humans_leave_still_hangs_up_every_call(
     await asyncio.sleep(0.5)
     leftover = {t for t in asyncio.all_tasks() - tasks_before if t is not asyncio.current_task()}
     assert not leftover, [t.get_coro() for t in leftover]
+
+
+async def test_a_full_budget_makes_humans_wait_and_never_overcommits(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer
+) -> None:
+    room = room_name()
+    budget = SessionBudget(1)
+    bridge = RoomWorker(bridge_settings(), room, budget=budget)
+    await bridge.start()
+    try:
+        async with humans(livekit_server, room, "alice"):
+            await call_ready(bridge, "alice")
+            # Bob waits for a slot, then leaves while still waiting.
+            bob = Human(livekit_server, room, "bob")
+            await bob.join()
+            await asyncio.sleep(1.0)
+            assert set(bridge.sessions) == {"alice"} and budget.used == 1
+            carol = Human(livekit_server, room, "carol")
+            await carol.join()
+            await asyncio.sleep(0.5)
+            await bob.leave()
+            await asyncio.sleep(0.5)
+        # Alice left: her slot goes to Carol, who is still waiting; never to Bob, who left.
+        await call_ready(bridge, "carol")
+        assert set(bridge.sessions) == {"carol"} and budget.used == 1
+        await carol.leave()
+    finally:
+        await bridge.aclose()
+    assert budget.used == 0
+
+
+async def test_a_session_that_gives_up_frees_its_slot(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer
+) -> None:
+    room = room_name()
+    budget = SessionBudget(1)
+    wrong = bridge_settings(openai_api_key=SecretStr("sk-wrong-000000000000"))
+    bridge = RoomWorker(wrong, room, budget=budget)
+    await bridge.start()
+    try:
+        async with humans(livekit_server, room, "alice"):
+            await wait_for(
+                lambda: "alice" in bridge.sessions and bridge.sessions["alice"].ended_reason
+            )
+            assert budget.used == 0  # the failed session holds no capacity
+    finally:
+        await bridge.aclose()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from bridge.config import (
     ConfigError,
@@ -16,6 +17,7 @@ from bridge.config import (
     env_name,
     load_settings,
 )
+from bridge.realtime.errors import redact
 from bridge.settings_doc import render_markdown, render_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +151,21 @@ def test_cli_help(command: list[str]) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "usage: room-bridge" in proc.stdout
+
+
+def test_secrets_are_stripped_and_control_characters_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-a-file-123456\n")
+    assert load_settings().openai_api_key == SecretStr("sk-from-a-file-123456")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-bro\x01ken-123456")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "OPENAI_API_KEY" in str(info.value) and "control characters" in str(info.value)
+    assert "bro" not in str(info.value)
+
+
+def test_redact_catches_escaped_forms() -> None:
+    secret = "azurekey-abc\n"
+    text = f"Illegal header value {secret.encode()!r} and {secret!r}"
+    assert "azurekey-abc" not in redact(text, secret)

@@ -102,3 +102,22 @@ async def test_room_finished_only_ends_the_instance_it_names(settings: Settings)
     assert late.outcome == "stale"
     done = dispatcher.on_webhook(event("room_finished", "r", sid="RM_new", event_id="E6"))
     assert done.outcome == "left" and rooms.left == ["r"]
+
+
+async def test_a_503_redelivery_is_not_a_duplicate(settings: Settings) -> None:
+    rooms = FakeRooms({"a": RoomInfo(sessions=1, humans=1), "b": RoomInfo(sessions=1, humans=1)})
+    dispatcher = Dispatcher(settings, rooms)
+    first = dispatcher.on_webhook(event("participant_joined", "c", event_id="E7", identity="x"))
+    assert first.retry_elsewhere
+    rooms.leave("a")  # capacity frees before LiveKit delivers it again
+    rooms.leave("b")
+    again = dispatcher.on_webhook(event("participant_joined", "c", event_id="E7", identity="x"))
+    assert again.outcome != "duplicate"
+    await dispatcher.aclose()
+
+
+async def test_room_finished_of_an_instance_we_cannot_tell_is_not_ours(settings: Settings) -> None:
+    rooms = FakeRooms({"r": RoomInfo(sessions=1, humans=1)})
+    dispatcher = Dispatcher(settings, rooms)  # joined without learning the sid (e.g. /dispatch)
+    outcome = dispatcher.on_webhook(event("room_finished", "r", sid="RM_old", event_id="E8"))
+    assert outcome.outcome == "stale" and rooms.left == []

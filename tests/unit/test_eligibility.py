@@ -24,7 +24,7 @@ def meta(value: Any) -> str:
         ({"rooms": "pattern", "room_patterns": ["support-*"]}, "support-7", "", True, "matches"),
         ({"rooms": "pattern", "room_patterns": ["support-*"]}, "sales-7", "", False, "matches no"),
         ({"rooms": "metadata"}, "r", "", False, "has no 'ai' key"),
-        ({"rooms": "metadata"}, "r", "{oops", False, "not JSON"),
+        ({"rooms": "metadata"}, "r", "{oops", False, "not usable JSON"),
         ({"rooms": "metadata"}, "r", meta(True), True, "asks for the AI"),
         ({"rooms": "metadata"}, "r", meta({"voice": "coral"}), True, "asks for the AI"),
         ({"rooms": "metadata"}, "r", meta("yes"), False, "expected true, false or an object"),
@@ -57,3 +57,13 @@ def test_overrides_come_from_metadata() -> None:
     assert decision.overrides is not None
     assert decision.overrides.voice == "coral"
     assert decision.overrides.audience == "private"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [json.dumps({"ai": True, "n": 0}).replace("0", "1" * 5000), "[" * 100_000],
+)
+def test_hostile_metadata_is_a_skipped_room_not_a_crash(metadata: str) -> None:
+    decision = decide(Settings(rooms="metadata"), "r", metadata)
+    assert not decision.eligible and "not usable JSON" in decision.reason
+    assert decide(Settings(), "r", metadata).eligible  # policy `all` ignores unusable metadata

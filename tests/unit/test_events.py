@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from bridge.config import Settings
@@ -25,6 +26,7 @@ from bridge.realtime.events import (
     UnknownEvent,
     parse_server_event,
 )
+from bridge.realtime.http import error_from_response
 
 
 def test_extra_fields_pass_through() -> None:
@@ -131,3 +133,9 @@ def test_beta_shaped_session_is_rejected() -> None:
     problem = check_session({"type": "realtime", "voice": "alloy", "modalities": ["audio"]})
     assert problem is not None
     assert problem.message.startswith("Unknown parameter: 'session.")
+
+
+def test_retry_after_is_bounded() -> None:
+    for value, expected in (("2", 2.0), ("inf", None), ("-1", None), ("nan", None), ("soon", None)):
+        response = httpx.Response(429, headers={"retry-after": value}, json={"error": {}})
+        assert error_from_response(response, None).retry_after == expected
