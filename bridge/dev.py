@@ -30,7 +30,9 @@ from bridge.aio import TaskSet
 from bridge.config import Settings
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
+from bridge.emulator.voice import tone
 from bridge.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.processes import stop_process
 from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE
 from bridge.transcripts import FINAL, TOPIC
 
@@ -154,7 +156,7 @@ class SimulatedHuman:
         if self._typed:
             text = TYPED_TURNS[(n - 1) % len(TYPED_TURNS)]
             say("[human types]", text)
-            await self.room.local_participant.send_text(text, topic="lk.chat")
+            await asyncio.wait_for(self.room.local_participant.send_text(text, topic="lk.chat"), 10)
             heard.last_speech_end = time.monotonic()
         else:
             seconds = 0.8 + 0.4 * (n % 3)
@@ -167,9 +169,8 @@ class SimulatedHuman:
 
     async def _speak(self, seconds: float, freq: float) -> None:
         self._speaking = True
-        n = int(seconds * SAMPLE_RATE)
-        t = np.arange(n) / SAMPLE_RATE
-        samples = (np.sin(2 * np.pi * freq * t) * 0.3 * 32767).astype(np.int16)
+        samples = tone(freq, seconds, amplitude=0.3)
+        n = len(samples)
         start = time.monotonic()
         try:
             for i in range(0, n - FRAME_SAMPLES + 1, FRAME_SAMPLES):
@@ -219,13 +220,7 @@ async def _serve(env: dict[str, str], port: int) -> AsyncIterator[asyncio.subpro
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, timeout=30)
         await asyncio.wait_for(relay, 5)
 
 

@@ -59,13 +59,11 @@ def agent_token(settings: Settings, room: str) -> str:
 
 def is_human(settings: Settings, participant: rtc.Participant) -> bool:
     """Humans are bridged; agents (ours or anyone's), recorders and ingress streams are not."""
-    if participant.identity.startswith(settings.agent_identity_prefix):
-        return False
-    return participant.kind in _HUMAN_KINDS
+    return is_human_kind(settings, participant.identity, participant.kind)
 
 
 def is_human_kind(settings: Settings, identity: str, kind: int) -> bool:
     """``is_human`` for server-API ParticipantInfo (webhooks, list_participants)."""
     if identity.startswith(settings.agent_identity_prefix):
         return False
-    return kind in {int(k) for k in _HUMAN_KINDS}
+    return kind in _HUMAN_KINDS

@@ -16,7 +16,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+from bridge.processes import stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -238,15 +239,8 @@ class LiveKitServer:
     async def aclose(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s). Idempotent."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        if proc is not None:
+            await stop_process(proc, timeout=5.0, group=True)
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None

@@ -39,9 +39,6 @@ class LocalRooms:
         self._workers: dict[str, RoomWorker] = {}
         self._tasks = TaskSet("local-rooms")
 
-    def __contains__(self, room: str) -> bool:
-        return room in self._workers
-
     @property
     def sessions(self) -> int:
         return sum(len(w.sessions) for w in self._workers.values())

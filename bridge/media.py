@@ -22,7 +22,6 @@ from livekit import rtc
 from bridge.config import Settings
 from bridge.metrics import AUDIO_FRAMES_DROPPED
 from bridge.realtime.tracks import (
-    FRAME_SAMPLES,
     SAMPLE_RATE,
     AudioReceiver,
     PcmAudioTrack,
@@ -42,7 +41,6 @@ class MicrophonePump:
         self._sink: PcmAudioTrack | None = None
         self._vad = EnergyVad(VadConfig(threshold=settings.vad_threshold))
         self.woke = asyncio.Event()
-        self.frames = 0
         self.dropped = 0
         self._dropped_seen = 0
 
@@ -58,7 +56,6 @@ class MicrophonePump:
         try:
             async for event in stream:
                 pcm = np.frombuffer(event.frame.data, dtype=np.int16)
-                self.frames += 1
                 sink = self._sink
                 if sink is not None:
                     sink.push(pcm)
@@ -89,8 +86,6 @@ class VideoSampler:
         self._max = (settings.video_max_width, settings.video_max_height)
         self._sink: VideoFrameTrack | None = None
         self._last = -float("inf")
-        self.frames_in = 0
-        self.frames_out = 0
 
     def attach(self, sink: VideoFrameTrack | None) -> None:
         self._sink = sink
@@ -100,14 +95,12 @@ class VideoSampler:
         stream = rtc.VideoStream(track)
         try:
             async for event in stream:
-                self.frames_in += 1
                 now = time.monotonic()
                 sink = self._sink
                 if sink is None or now - self._last < self._interval:
                     continue
                 self._last = now
                 sink.push(self._convert(event.frame))
-                self.frames_out += 1
         finally:
             await stream.aclose()
 
@@ -134,10 +127,7 @@ class SpeakerPump:
         self._source = source
         self._open = True
         self.pushed_seconds = 0.0
-        self.last_frame_at = 0.0  # perf_counter() of the last frame handed to LiveKit
-        self.frames = 0
         self.dropped = 0
-        self.skipped_silent = 0
         self._quiet_run = 0
         self.residence: deque[float] = deque(maxlen=10_000)
         self._receiver: AudioReceiver | None = None
@@ -158,9 +148,6 @@ class SpeakerPump:
     def reopen(self) -> None:
         self._open = True
 
-    def reset_position(self) -> None:
-        self.pushed_seconds = 0.0
-
     async def run(self, receiver: AudioReceiver) -> None:
         self._receiver = receiver
         dropped_seen = 0
@@ -173,22 +160,20 @@ class SpeakerPump:
                     dropped_seen = receiver.dropped_frames
                 if not self._open:
                     continue
-                if int(np.abs(pcm).max(initial=0)) <= QUIET_LEVEL:
+                # Two reductions, no temporary array (np.abs would allocate one per frame).
+                if int(pcm.max()) <= QUIET_LEVEL and int(pcm.min()) >= -QUIET_LEVEL:
                     self._quiet_run += 1
                     if self._quiet_run > QUIET_FRAMES_BEFORE_SKIP:
-                        self.skipped_silent += 1
                         continue
                 else:
                     self._quiet_run = 0
-                frame = rtc.AudioFrame(pcm.tobytes(), SAMPLE_RATE, 1, len(pcm))
+                # The SDK copies the samples into its own buffer: no tobytes() copy first.
+                frame = rtc.AudioFrame(pcm.data, SAMPLE_RATE, 1, len(pcm))
                 await self._source.capture_frame(frame)
-                now = time.perf_counter()
-                self.residence.append(now - decoded_at)
-                self.last_frame_at = now
+                self.residence.append(time.perf_counter() - decoded_at)
                 self.pushed_seconds += len(pcm) / SAMPLE_RATE
-                self.frames += 1
         finally:
             self._receiver = None
 
 
-__all__ = ["FRAME_SAMPLES", "MicrophonePump", "SpeakerPump", "VideoSampler", "fit"]
+__all__ = ["MicrophonePump", "SpeakerPump", "VideoSampler", "fit"]

@@ -67,7 +67,6 @@ class UsageTotals:
 class SessionStats:
     """What a session did; benchmarks and tests read it."""
 
-    created_at: float = field(default_factory=time.perf_counter)
     first_ready_at: float | None = None
     calls: int = 0
     failures: Counter[str] = field(default_factory=Counter)

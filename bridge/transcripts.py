@@ -84,7 +84,6 @@ class Transcripts:
         # Audio may start before the first word of its transcript arrives.
         self._audio_start: float | None = None
         self._finished: deque[str] = deque(maxlen=16)  # words still in flight for these are late
-        self.published: list[tuple[str, str, bool]] = []  # (speaker, text, final), last 100
         self.dropped = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -194,7 +193,6 @@ class Transcripts:
             await self._legacy(self._agent, self.agent_track_sid, segment.id, said, final)
         if final:
             await segment.writer.aclose(attributes={FINAL: "true", TRACK_ID: self.agent_track_sid})
-            self._record("agent", said, True)
 
     # ---- human speech ------------------------------------------------------------------------
 
@@ -215,8 +213,6 @@ class Transcripts:
         await writer.write(text)
         await writer.aclose()
         await self._legacy(self._human, self._human_track, sid, text, final)
-        if final:
-            self._record("human", text, True)
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -229,10 +225,6 @@ class Transcripts:
         await self._participant.publish_transcription(
             rtc.Transcription(participant_identity=identity, track_sid=track, segments=[segment])
         )
-
-    def _record(self, speaker: str, text: str, final: bool) -> None:
-        self.published.append((speaker, text, final))
-        del self.published[:-100]
 
     def _enqueue(self, op: Callable[[], Awaitable[None]]) -> None:
         if self._ops.full():

@@ -36,6 +36,7 @@ from typing import Any
 from bridge.aio import TaskSet
 from bridge.config import ConfigError, SessionOverrides, Settings, load_settings
 from bridge.local_rooms import RoomInfo
+from bridge.processes import stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,6 @@ class WorkerPool:
         ]
         self._tasks = TaskSet("worker-pool")
         self._closing = False
-        self.restarts = 0
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -128,9 +128,6 @@ class WorkerPool:
     @property
     def alive(self) -> int:
         return sum(1 for w in self._workers if w.alive)
-
-    def pids(self) -> list[int | None]:
-        return [w.pid for w in self._workers]
 
     def describe(self) -> list[dict[str, Any]]:
         return [
@@ -191,7 +188,6 @@ class WorkerPool:
             _mark_dead(proc.pid)
             if self._closing:
                 return
-            self.restarts += 1
             logger.error(
                 "worker %d (pid %d) exited with %s; restarting it; %d rooms move",
                 worker.index,
@@ -290,16 +286,11 @@ class WorkerPool:
             with contextlib.suppress(RuntimeError, ConnectionError):
                 self._send(worker, {"op": "stop"})
         for worker in self._workers:
-            proc = worker.proc
-            if proc is None:
+            if worker.proc is None:
                 continue
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-            except TimeoutError:
+            _, killed = await stop_process(worker.proc, timeout=STOP_TIMEOUT, signal=None)
+            if killed:
                 logger.error("worker %d did not stop in time; killed", worker.index)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
         await self._tasks.aclose()
 
     def kill(self) -> None:

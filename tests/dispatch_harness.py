@@ -7,7 +7,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from livekit.protocol.webhook import WebhookEvent
 
 from bridge.emulator.app import EmulatorServer
 from bridge.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.processes import stop_process
 from tests.env import EMULATOR_KEY, LOOPBACK_ENV
 
 
@@ -62,15 +62,8 @@ class ServeProcess:
         raise TimeoutError(f"serve did not become healthy:\n{self.output()}")
 
     async def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        assert self.proc.returncode is not None
-        return self.proc.returncode
+        code, _ = await stop_process(self.proc, timeout=timeout)
+        return code
 
 
 def serve_env(server: LiveKitServer, emulator: EmulatorServer, **settings: str) -> dict[str, str]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE = 48_000
-FRAME_SAMPLES = 960  # 20 ms
+from bridge.emulator.voice import tone as bridge_tone
+from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE
+
+__all__ = ["FRAME_SAMPLES", "SAMPLE_RATE", "dominant_frequency", "frames", "rms", "silence", "tone"]
 
 
-def tone(
-    freq: float, seconds: float, amplitude: float = 0.3, rate: int = SAMPLE_RATE
-) -> npt.NDArray[np.int16]:
-    t = np.arange(int(seconds * rate)) / rate
-    return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
+def tone(freq: float, seconds: float, amplitude: float = 0.3) -> npt.NDArray[np.int16]:
+    """The emulator's own tone (10 ms fades), at a test's default loudness."""
+    return bridge_tone(freq, seconds, amplitude)
 
 
 def dominant_frequency(samples: npt.NDArray[np.int16], rate: int = SAMPLE_RATE) -> float:

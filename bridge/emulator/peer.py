@@ -131,10 +131,8 @@ class EmulatedCall:
         self.emit({"type": "session.created", "session": self.model.session})
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
-            self._tasks.create_task(self._audio_loop(track), name="audio-in")
-        elif track.kind == "video":
-            self._tasks.create_task(self._video_loop(track), name="video-in")
+        if track.kind in ("audio", "video"):
+            self._tasks.create_task(self._media_loop(track), name=f"{track.kind}-in")
 
     def _on_state(self) -> None:
         if self._pc.connectionState in ("failed", "closed") and self.state == "active":
@@ -142,7 +140,7 @@ class EmulatedCall:
 
     # ---- media -------------------------------------------------------------------------------
 
-    async def _audio_loop(self, track: MediaStreamTrack) -> None:
+    async def _media_loop(self, track: MediaStreamTrack) -> None:
         while True:
             try:
                 frame = await track.recv()
@@ -151,14 +149,7 @@ class EmulatedCall:
             if isinstance(frame, av.AudioFrame):
                 self.audio_in_frames += 1
                 await self.model.on_audio(to_mono(frame))
-
-    async def _video_loop(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if isinstance(frame, av.VideoFrame):
+            elif isinstance(frame, av.VideoFrame):
                 self.video.add(frame.width, frame.height)
                 self.model.on_video_frame()
 

@@ -17,7 +17,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from bridge.realtime.tracks import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Pcm
+from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE, Pcm
 
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
@@ -47,7 +47,6 @@ class VoiceTrack(MediaStreamTrack):
         self._pos = 0
         self._response_id = ""
         self._started = False
-        self.frames_out = 0
         self.voiced_frames_out = 0
 
     @property
@@ -88,7 +87,6 @@ class VoiceTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
         frame.pts = self._pts
         self._pts += FRAME_SAMPLES
-        self.frames_out += 1
         return frame
 
     def _next_chunk(self) -> Pcm:
@@ -107,6 +105,3 @@ class VoiceTrack(MediaStreamTrack):
         if len(chunk) < FRAME_SAMPLES:
             chunk = np.concatenate([chunk, _SILENCE[: FRAME_SAMPLES - len(chunk)]])
         return chunk
-
-
-__all__ = ["FRAME_SECONDS", "VoiceTrack", "tone"]

@@ -96,8 +96,6 @@ class PcmAudioTrack(MediaStreamTrack):
         self._deadline: float | None = None
         self._encoder = MonoOpusEncoder()
         self.dropped_frames = 0
-        self.sent_frames = 0
-        self.silent_frames = 0
         # Seconds each pushed frame waited in the bridge before reaching the encoder; read by
         # the benchmark, bounded so it never grows. Callers may share one across tracks.
         self.residence: deque[float] = residence if residence is not None else deque(maxlen=10_000)
@@ -132,13 +130,11 @@ class PcmAudioTrack(MediaStreamTrack):
         if self._queue:
             pcm, pushed = self._queue.popleft()
             self.residence.append(time.perf_counter() - pushed)
-            self.sent_frames += 1
         else:
             pcm = _SILENCE
-            self.silent_frames += 1
         self._deadline = max(self._deadline + FRAME_SECONDS, loop.time() - FRAME_SECONDS)
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm))
-        frame.planes[0].update(pcm.tobytes())
+        frame.planes[0].update(pcm.data)  # type: ignore[arg-type]  # any buffer; stubs say bytes
         frame.sample_rate = SAMPLE_RATE
         frame.time_base = AUDIO_TIME_BASE
         frame.pts = self._pts
@@ -161,7 +157,6 @@ class VideoFrameTrack(MediaStreamTrack):
         self._ready = asyncio.Event()
         self._start: float | None = None
         self.dropped_frames = 0
-        self.sent_frames = 0
 
     def push(self, frame: av.VideoFrame) -> None:
         if self.readyState != "live":
@@ -183,7 +178,6 @@ class VideoFrameTrack(MediaStreamTrack):
             self._start = now
         frame.pts = int((now - self._start) * 90_000)
         frame.time_base = VIDEO_TIME_BASE
-        self.sent_frames += 1
         return frame
 
     def stop(self) -> None:
@@ -220,7 +214,6 @@ class AudioReceiver:
             maxsize=max_queued_frames
         )
         self.dropped_frames = 0
-        self.received_frames = 0
 
     async def run(self) -> None:
         try:
@@ -232,7 +225,6 @@ class AudioReceiver:
                 if not isinstance(frame, av.AudioFrame):
                     continue
                 pcm = to_mono(frame)
-                self.received_frames += 1
                 if self._queue.full():
                     self._queue.get_nowait()
                     self.dropped_frames += 1
