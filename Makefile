@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 # livekit-server: found on PATH or in .tools/, else built once with `go install`.
 livekit-server: $(STAMP)
-	$(PY) -c 'from bridge.livekit_server import ensure_binary; print("livekit-server:", ensure_binary())'
+	$(PY) -c 'from bridge.local.livekit_server import ensure_binary; print("livekit-server:", ensure_binary())'
 
 # kustomize for tests/k8s (renders k8s/ offline): found on PATH or in .tools/, else built once.
 k8s-tools: $(STAMP)

@@ -1,3 +1,17 @@
-"""realtime-room-bridge: OpenAI Realtime speech-to-speech in LiveKit rooms."""
+"""realtime-room-bridge: OpenAI Realtime speech-to-speech in LiveKit rooms.
+
+The folders follow the data path, from the room to the model:
+
+    room/      joins one LiveKit room as the agent and bridges each human (or the whole room)
+    realtime/  the model side: a Realtime API client over WebRTC; knows nothing of LiveKit
+    service/   decides which rooms get the agent: webhooks, dispatch, worker processes, HTTP
+    local/     the local stack: livekit-server harness and ``room-bridge dev``
+    emulator/  a local stand-in for the Realtime API, for dev and tests
+
+Modules at this level are the plumbing every side shares (settings, logging, metrics, task
+helpers, ICE configuration, child processes, voice activity detection) and the CLI, which is the
+only place that may import every side. The import rules are checked by
+``tests/unit/test_layout.py``.
+"""
 
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from bridge.config import ConfigError, SessionOverrides, Settings
 
 if TYPE_CHECKING:
-    from bridge.workers import WorkerPool
+    from bridge.service.workers import WorkerPool
 
 logger = logging.getLogger("bridge")
 
@@ -39,8 +39,8 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported only now: prometheus_client picks its multiprocess mode at import time.
     from aiohttp import web
 
-    from bridge.server import BridgeServer
-    from bridge.workers import WorkerPool
+    from bridge.service.server import BridgeServer
+    from bridge.service.workers import WorkerPool
 
     host = args.host or settings.server_host
     port = args.port or settings.server_port
@@ -105,8 +105,8 @@ def _exit_now(pool: WorkerPool) -> None:
 
 
 async def run_join(args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.capacity import SessionBudget
-    from bridge.room import RoomWorker
+    from bridge.room.capacity import SessionBudget
+    from bridge.room.worker import RoomWorker
 
     settings.require("livekit_api_key", "livekit_api_secret", "openai_api_key")
     worker = RoomWorker(settings, args.room, budget=SessionBudget(settings.max_sessions))
@@ -153,6 +153,6 @@ async def run_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.dev import run_until_signal
+    from bridge.local.dev import run_until_signal
 
     return await run_until_signal(settings, args.room, args.turns, exit_after=args.exit)

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from bridge.config import Settings
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
-from bridge.livekit_server import LiveKitServer, LiveKitServerConfig
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from tests.env import EMULATOR_KEY, test_settings
 
 BridgeSettings = Callable[..., Settings]

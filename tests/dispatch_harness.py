@@ -21,7 +21,7 @@ from livekit.protocol import models
 from livekit.protocol.webhook import WebhookEvent
 
 from bridge.emulator.app import EmulatorServer
-from bridge.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
 from bridge.processes import stop_process
 from tests.env import EMULATOR_KEY, LOOPBACK_ENV
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from bridge.livekit_server import free_port
+from bridge.local.livekit_server import free_port
 from tests.env import LOOPBACK_ENV
 
 

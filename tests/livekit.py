@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from livekit import api, rtc
 
-from bridge.livekit_server import LiveKitServer
+from bridge.local.livekit_server import LiveKitServer
 
 
 def human_token(
@@ -33,7 +33,7 @@ def human_token(
 
 def room_options(auto_subscribe: bool = True) -> rtc.RoomOptions:
     # No explicit ICE servers: the SDK then uses what the server hands out, which the test server
-    # sets to an unused loopback STUN port (see bridge.livekit_server).
+    # sets to an unused loopback STUN port (see bridge.local.livekit_server).
     return rtc.RoomOptions(auto_subscribe=auto_subscribe, connect_timeout=10.0)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from bridge.livekit_server import LiveKitServer
+from bridge.local.livekit_server import LiveKitServer
 from tests.livekit import human_token, room_options
 from tests.signals import FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, rms, silence, tone
 from tests.speaker import play

@@ -17,7 +17,7 @@ import time
 
 from bridge.config import load_settings
 from bridge.logs import setup_logging
-from bridge.room import RoomWorker
+from bridge.room.worker import RoomWorker
 
 
 def _pct(values: list[float], q: float) -> float | None:

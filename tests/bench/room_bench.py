@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from bridge.livekit_server import LiveKitServer
+from bridge.local.livekit_server import LiveKitServer
 from tests.bench.realtime_bench import KEY, _cpu_seconds, _pct
 from tests.emulator_process import emulator_process
 from tests.env import LOOPBACK_ENV

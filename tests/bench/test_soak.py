@@ -10,8 +10,8 @@ import time
 import pytest
 
 from bridge.emulator.app import EmulatorServer
-from bridge.livekit_server import LiveKitServer
-from bridge.room import RoomWorker
+from bridge.local.livekit_server import LiveKitServer
+from bridge.room.worker import RoomWorker
 from tests.conftest import BridgeSettings
 from tests.room_harness import Human, humans
 

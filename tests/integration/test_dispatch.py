@@ -16,7 +16,7 @@ from livekit import api
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.emulator.app import EmulatorServer
-from bridge.livekit_server import LiveKitServer, free_port
+from bridge.local.livekit_server import LiveKitServer, free_port
 from tests.dispatch_harness import (
     ServeProcess,
     agents_in,

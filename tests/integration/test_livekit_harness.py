@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 from livekit import rtc
 
-from bridge.livekit_server import LiveKitServer
+from bridge.local.livekit_server import LiveKitServer
 from tests.livekit import joined
 from tests.signals import FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, rms, tone
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bridge.capacity import SessionBudget
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.peer import EmulatedCall
-from bridge.livekit_server import LiveKitServer
-from bridge.room import RoomWorker
+from bridge.local.livekit_server import LiveKitServer
+from bridge.room.capacity import SessionBudget
+from bridge.room.worker import RoomWorker
 from tests.conftest import BridgeSettings
 from tests.env import EMULATOR_KEY, LOOPBACK_ENV
 from tests.livekit import joined

@@ -19,8 +19,8 @@ import yaml
 
 from bridge.cli import _parser
 from bridge.config import DEFAULT_CONFIG_PATH, Settings, env_name, load_settings
-from bridge.server import HEALTH_PATH, METRICS_PATH, READY_PATH
-from bridge.workers import STOP_TIMEOUT
+from bridge.service.server import HEALTH_PATH, METRICS_PATH, READY_PATH
+from bridge.service.workers import STOP_TIMEOUT
 from tests.k8s.tools import K8S, KUSTOMIZE, OVERLAYS, REPO, ensure, render
 
 Obj = dict[str, Any]

@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.livekit_server import tools_dir
+from bridge.local.livekit_server import tools_dir
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"

@@ -11,8 +11,8 @@ from livekit.protocol.webhook import WebhookEvent
 from pydantic import SecretStr
 
 from bridge.config import SessionOverrides, Settings
-from bridge.dispatch import Dispatcher
-from bridge.local_rooms import RoomInfo
+from bridge.service.dispatch import Dispatcher
+from bridge.service.local_rooms import RoomInfo
 
 
 class FakeRooms:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bridge.config import Settings
-from bridge.eligibility import decide
+from bridge.service.eligibility import decide
 
 
 def meta(value: Any) -> str:

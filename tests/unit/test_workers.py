@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from bridge.config import Settings
-from bridge.local_rooms import RoomInfo
-from bridge.workers import WorkerPool, _Worker, split_budget
+from bridge.service.local_rooms import RoomInfo
+from bridge.service.workers import WorkerPool, _Worker, split_budget
 
 
 def test_budget_split() -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from livekit import rtc
 
-from bridge.media import SpeakerPump
+from bridge.room.media import SpeakerPump
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Room-worker processes under ``serve``.
 
 One asyncio process saturates around 8-10 audio sessions, so ``serve --workers N`` runs N child
-processes (``python -m bridge.workers``), each serving rooms with its own share of
+processes (``python -m bridge.service.workers``), each serving rooms with its own share of
 ``max_sessions``. The HTTP process assigns each room to the least-loaded child and restarts a
 child that dies; the rooms it had are handed out again at once (a fresh agent with the same
 identity replaces the dead one's ghost in the room) and reconcile backs that up.
@@ -35,8 +35,8 @@ from typing import Any
 
 from bridge.aio import TaskSet
 from bridge.config import ConfigError, SessionOverrides, Settings, load_settings
-from bridge.local_rooms import RoomInfo
 from bridge.processes import stop_process
+from bridge.service.local_rooms import RoomInfo
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class WorkerPool:
             self._tasks.create_task(self._supervise(worker), name=f"worker-{worker.index}")
 
     async def _spawn(self, worker: _Worker) -> None:
-        argv = [sys.executable, "-m", "bridge.workers", "--budget", str(worker.budget)]
+        argv = [sys.executable, "-m", "bridge.service.workers", "--budget", str(worker.budget)]
         if self._config_path is not None:
             argv += ["--config", str(self._config_path)]
         worker.proc = await asyncio.create_subprocess_exec(
@@ -314,8 +314,8 @@ def _mark_dead(pid: int) -> None:
 
 class _Child:
     def __init__(self, settings: Settings, budget: int) -> None:
-        from bridge.capacity import SessionBudget
-        from bridge.local_rooms import LocalRooms
+        from bridge.room.capacity import SessionBudget
+        from bridge.service.local_rooms import LocalRooms
 
         self.rooms = LocalRooms(settings, SessionBudget(budget), on_ended=self._ended)
         self._tasks = TaskSet("worker-child")
@@ -380,7 +380,7 @@ def child_main(argv: list[str]) -> int:
 
     from bridge.logs import setup_logging
 
-    parser = argparse.ArgumentParser(prog="bridge.workers")
+    parser = argparse.ArgumentParser(prog="bridge.service.workers")
     parser.add_argument("--budget", type=int, required=True)
     parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)

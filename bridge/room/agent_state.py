@@ -15,7 +15,7 @@ from enum import Enum
 from livekit import rtc
 
 from bridge.aio import TaskSet
-from bridge.identity import HUMAN_STATE_ATTRIBUTE, HUMAN_TRACK_ATTRIBUTE, STATE_ATTRIBUTE
+from bridge.room.identity import HUMAN_STATE_ATTRIBUTE, HUMAN_TRACK_ATTRIBUTE, STATE_ATTRIBUTE
 
 logger = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ from livekit.protocol.webhook import WebhookEvent
 
 from bridge.aio import TaskSet
 from bridge.config import SessionOverrides, Settings
-from bridge.eligibility import decide
-from bridge.identity import agent_identity, is_human_kind
-from bridge.local_rooms import RoomInfo
 from bridge.metrics import RECONCILE_RUNS
+from bridge.room.identity import agent_identity, is_human_kind
+from bridge.service.eligibility import decide
+from bridge.service.local_rooms import RoomInfo
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 
 from livekit import rtc
 
-from bridge.agent_state import AgentState, AttributeWriter
 from bridge.aio import Closer, TaskSet, cancel_and_wait
 from bridge.config import Settings
-from bridge.media import MicrophonePump, SpeakerPump, VideoSampler
 from bridge.metrics import (
     CALL_SETUP_SECONDS,
     SESSIONS_ACTIVE,
@@ -41,7 +39,9 @@ from bridge.realtime import (
 )
 from bridge.realtime import events as ev
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
-from bridge.transcripts import Transcripts
+from bridge.room.agent_state import AgentState, AttributeWriter
+from bridge.room.media import MicrophonePump, SpeakerPump, VideoSampler
+from bridge.room.transcripts import Transcripts
 
 logger = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from bridge.config import Settings
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.voice import tone
-from bridge.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
 from bridge.processes import stop_process
 from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE
-from bridge.transcripts import FINAL, TOPIC
+from bridge.room.transcripts import FINAL, TOPIC
 
 EMULATOR_KEY = "sk-emulator-dev"
 TYPED_TURNS = [

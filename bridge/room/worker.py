@@ -20,13 +20,13 @@ from typing import Any
 
 from livekit import rtc
 
-from bridge.agent_state import AttributeWriter
 from bridge.aio import Closer, TaskSet, cancel_and_wait
-from bridge.capacity import SessionBudget
 from bridge.config import SessionOverrides, Settings, apply_overrides
-from bridge.identity import agent_identity, agent_token, is_human
 from bridge.metrics import ROOMS_ACTIVE
-from bridge.session import ParticipantSession, UsageTotals
+from bridge.room.agent_state import AttributeWriter
+from bridge.room.capacity import SessionBudget
+from bridge.room.identity import agent_identity, agent_token, is_human
+from bridge.room.session import ParticipantSession, UsageTotals
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The dispatch service's HTTP face (``room-bridge serve``).
 
-    POST   /webhook          LiveKit room webhooks (signed JWT; see bridge/dispatch.py)
+    POST   /webhook          LiveKit room webhooks (signed JWT; see bridge/service/dispatch.py)
     POST   /dispatch         {"room": R, "overrides": {...}}  join now   (Bearer dispatch_token)
     DELETE /dispatch/{room}  leave                                       (Bearer dispatch_token)
     GET    /healthz          alive: the event loop answers in time
@@ -31,8 +31,8 @@ from pydantic import ValidationError
 
 from bridge.aio import TaskSet
 from bridge.config import SessionOverrides, Settings
-from bridge.dispatch import Dispatcher, Outcome, Rooms
 from bridge.metrics import WEBHOOKS
+from bridge.service.dispatch import Dispatcher, Outcome, Rooms
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.aio import TaskSet
-from bridge.capacity import SessionBudget
 from bridge.config import SessionOverrides, Settings
-from bridge.room import RoomWorker
+from bridge.room.capacity import SessionBudget
+from bridge.room.worker import RoomWorker
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,9 @@
+"""The room side: joins one LiveKit room as the agent and bridges its humans to model calls.
+
+``worker`` (RoomWorker) follows the room's humans and tracks; ``session`` (ParticipantSession)
+is one human and their model calls; ``media`` moves frames between LiveKit and aiortc;
+``transcripts`` and ``agent_state`` publish what the agent hears, says and does.
+
+May import: ``bridge.realtime`` and the shared plumbing at ``bridge``'s top level.
+Never imports ``bridge.service``, ``bridge.local`` or ``bridge.emulator``.
+"""
