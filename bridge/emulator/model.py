@@ -9,6 +9,7 @@ turn" of shared/docs/realtime-protocol.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import re
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bridge.aio import TaskSet, cancel_and_wait
+from bridge.emulator.conversation import Conversation, UnknownItemError
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.voice import VoiceTrack, tone
 from bridge.realtime.tracks import FRAME_MS, SAMPLE_RATE, Pcm
@@ -166,7 +168,7 @@ class FakeModel:
         self._history: deque[Pcm] = deque(maxlen=INPUT_HISTORY_MS // FRAME_MS)
         self._buffer_ms = 0  # uncommitted input since the last commit/clear (no-VAD mode)
         self._turn_item: str | None = None
-        self._last_item: str | None = None
+        self.conversation = Conversation()
         self._heard: str = ""
         self._echo: Pcm | None = None
         self._utterances = 0
@@ -295,7 +297,7 @@ class FakeModel:
             {
                 "type": "input_audio_buffer.committed",
                 "item_id": item_id,
-                "previous_item_id": self._last_item,
+                "previous_item_id": self.conversation.last_id,
             }
         )
         item = {
@@ -306,11 +308,13 @@ class FakeModel:
             "status": "completed",
             "content": [{"type": "input_audio", "transcript": None}],
         }
-        self._add_item(item)
+        self._add_item(item, audio_ms=duration_ms)
         if self.options.transcripts:
             transcript = self.options.transcripts[(n - 1) % len(self.options.transcripts)]
         else:
             transcript = f"utterance {n}, {duration_ms / 1000:.2f} s"
+        # What the model understood, whether or not the client asked for transcripts.
+        self.conversation.set_text(item_id, transcript)
         self._heard = transcript
         self._echo = audio
         if self.transcribes:
@@ -339,23 +343,82 @@ class FakeModel:
             }
         )
 
-    def _add_item(self, item: dict[str, Any]) -> None:
-        self._emit(
-            {"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item}
-        )
+    def _add_item(
+        self, item: dict[str, Any], previous_item_id: str | None = None, *, audio_ms: int = 0
+    ) -> None:
+        after = self.conversation.add(item, previous_item_id, audio_ms=audio_ms)
+        self._emit({"type": "conversation.item.added", "item": item, "previous_item_id": after})
         self._emit({"type": "conversation.item.done", "item": item})
-        self._last_item = item["id"]
 
-    def create_item(self, item: dict[str, Any]) -> None:
-        """Client ``conversation.item.create``."""
+    def create_item(
+        self, item: dict[str, Any], previous_item_id: str | None, event_id: str | None
+    ) -> None:
+        """Client ``conversation.item.create``: adds the item and starts no response."""
         item = {**item, "id": item.get("id") or new_id("item"), "object": "realtime.item"}
+        if self.conversation.get(item["id"]) is not None:
+            self._error(
+                "invalid_request_error",
+                f"Item with id '{item['id']}' already exists.",
+                "item.id",
+                event_id,
+                code="item_already_exists",
+            )
+            return
         if item.get("type") == "message":
             item.setdefault("status", "completed")
             texts = [c.get("text") or "" for c in item.get("content", []) if c.get("text")]
             if item.get("role") == "user" and texts:
                 self._heard = " ".join(texts)
                 self.usage.text_chars += len(self._heard)
-        self._add_item(item)
+        try:
+            self._add_item(item, previous_item_id)
+        except UnknownItemError:
+            self._error(
+                "invalid_request_error",
+                f"Previous item with id '{previous_item_id}' not found.",
+                "previous_item_id",
+                event_id,
+                code="item_not_found",
+            )
+
+    def delete_item(self, item_id: str, event_id: str | None) -> None:
+        """Client ``conversation.item.delete``."""
+        try:
+            self.conversation.delete(item_id)
+        except UnknownItemError:
+            self._error(
+                "invalid_request_error",
+                f"Item with id '{item_id}' not found.",
+                "item_id",
+                event_id,
+                code="item_not_found",
+            )
+            return
+        self._emit({"type": "conversation.item.deleted", "item_id": item_id})
+
+    def truncate_item(
+        self, item_id: str, content_index: int, audio_end_ms: int, event_id: str | None
+    ) -> None:
+        """Client ``conversation.item.truncate`` (assistant audio only)."""
+        entry = self.conversation.get(item_id)
+        if entry is None or entry.role != "assistant":
+            self._error(
+                "invalid_request_error",
+                f"Assistant item with id '{item_id}' not found.",
+                "item_id",
+                event_id,
+                code="item_not_found",
+            )
+            return
+        self.conversation.truncate_audio(item_id, audio_end_ms)
+        self._emit(
+            {
+                "type": "conversation.item.truncated",
+                "item_id": item_id,
+                "content_index": content_index,
+                "audio_end_ms": audio_end_ms,
+            }
+        )
 
     # ---- responses ------------------------------------------------------------------------
 
@@ -446,10 +509,8 @@ class FakeModel:
                 "item": item,
             }
         )
-        self._emit(
-            {"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item}
-        )
-        self._last_item = response.item_id
+        after = self.conversation.add(item)
+        self._emit({"type": "conversation.item.added", "item": item, "previous_item_id": after})
         audio = response.audio is not None
         part_type = "audio" if audio else "text"
         empty_part = {"type": part_type, ("transcript" if audio else "text"): ""}
@@ -517,6 +578,9 @@ class FakeModel:
         out_audio_ms: int,
         text: str,
     ) -> None:
+        entry = self.conversation.get(response.item_id)
+        if entry is not None:  # the client may have deleted it already
+            entry.text, entry.audio_ms = text, out_audio_ms
         usage = self.usage.response(out_audio_ms, text, self._images_pending)
         self.usage.images += self._images_pending
         self._images_pending = 0
@@ -586,6 +650,8 @@ class FakeModel:
         if playing is not None:
             self._playing = None
             self._emit({"type": "output_audio_buffer.cleared", "response_id": playing.id})
+            with contextlib.suppress(UnknownItemError):
+                self.conversation.truncate_audio(playing.item_id, played_ms)
             self._emit(
                 {
                     "type": "conversation.item.truncated",

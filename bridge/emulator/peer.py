@@ -275,20 +275,15 @@ class EmulatedCall:
         self.model.clear_input()
 
     async def _item_create(self, data: dict[str, Any], event_id: str | None) -> None:
-        self.model.create_item(data["item"])
+        self.model.create_item(data["item"], data.get("previous_item_id"), event_id)
 
     async def _item_truncate(self, data: dict[str, Any], event_id: str | None) -> None:
-        self.emit(
-            {
-                "type": "conversation.item.truncated",
-                "item_id": data["item_id"],
-                "content_index": data["content_index"],
-                "audio_end_ms": data["audio_end_ms"],
-            }
+        self.model.truncate_item(
+            data["item_id"], data["content_index"], data["audio_end_ms"], event_id
         )
 
     async def _item_delete(self, data: dict[str, Any], event_id: str | None) -> None:
-        self.emit({"type": "conversation.item.deleted", "item_id": data["item_id"]})
+        self.model.delete_item(data["item_id"], event_id)
 
     async def _ignore(self, data: dict[str, Any], event_id: str | None) -> None:
         # input_audio_buffer.append is not used over WebRTC: the RTP track is the input.
@@ -349,6 +344,7 @@ class EmulatedCall:
             "audio_out_s": round(self._voice.voiced_frames_out * FRAME_MS / 1000, 2),
             "video": self.video.as_dict(),
             "errors": list(self.errors),
+            "items": self.model.conversation.listing(),
         }
 
 

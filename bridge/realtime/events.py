@@ -124,6 +124,11 @@ class ItemTruncated(ServerEvent):
     audio_end_ms: int = 0
 
 
+class ItemDeleted(ServerEvent):
+    TYPE = "conversation.item.deleted"
+    item_id: str = ""
+
+
 class InputTranscriptDelta(ServerEvent):
     TYPE = "conversation.item.input_audio_transcription.delta"
     item_id: str = ""
@@ -244,6 +249,7 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ItemAdded,
         ItemDone,
         ItemTruncated,
+        ItemDeleted,
         InputTranscriptDelta,
         InputTranscriptCompleted,
         InputTranscriptFailed,
@@ -339,3 +345,8 @@ class ConversationItemTruncate(ClientEvent):
     item_id: str
     content_index: int = 0
     audio_end_ms: int
+
+
+class ConversationItemDelete(ClientEvent):
+    type: Literal["conversation.item.delete"] = "conversation.item.delete"
+    item_id: str

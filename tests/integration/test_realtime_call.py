@@ -26,9 +26,11 @@ from bridge.realtime import (
 )
 from bridge.realtime.events import (
     ConversationItemCreate,
+    ConversationItemDelete,
     ErrorEvent,
     InputAudioBufferClear,
     InputAudioBufferCommit,
+    ItemDeleted,
     ResponseCreate,
     ResponseDone,
     ServerEvent,
@@ -432,3 +434,58 @@ async def test_every_event_either_side_sends_matches_the_official_schema(
         SERVER_EVENTS.validate_python(data)
         assert check_server_event(data) is None, data["type"]
     assert len({e.type for e in rec.events}) >= 20
+
+
+async def _items(emulator: EmulatorServer, call: RealtimeCall) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        answer = await http.get(f"{emulator.base_url}/_emulator/calls/{call.call_id}")
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
+async def test_conversation_items_are_inspectable_inserted_and_deleted(
+    emulator: EmulatorServer,
+) -> None:
+    async with recorded_call(emulator) as (call, rec, _track):
+        first = ConversationItemCreate.user_text("[Alice] ship on Friday")
+        first.item["id"] = "item_alice1"
+        call.send(first)
+        await rec.wait_for("conversation.item.done")
+        call.send(ConversationItemCreate.user_text("[Bob] agreed"))
+        await rec.wait_for("conversation.item.done", count=2)
+        root = ConversationItemCreate.user_text("[meeting] Carol joined")
+        root.previous_item_id = "root"
+        call.send(root)
+        await rec.wait_for("conversation.item.done", count=3)
+        items = await _items(emulator, call)
+        assert [i["text"] for i in items] == [
+            "[meeting] Carol joined",
+            "[Alice] ship on Friday",
+            "[Bob] agreed",
+        ]
+        assert {i["role"] for i in items} == {"user"}
+        assert all(i["type"] == "message" for i in items)
+
+        call.send(ConversationItemDelete(item_id="item_alice1"))
+        deleted = await rec.wait_for("conversation.item.deleted")
+        assert isinstance(deleted, ItemDeleted) and deleted.item_id == "item_alice1"
+        assert [i["text"] for i in await _items(emulator, call)] == [
+            "[meeting] Carol joined",
+            "[Bob] agreed",
+        ]
+
+        call.send(ConversationItemDelete(item_id="item_nope"))
+        error = await rec.wait_for("error")
+        assert isinstance(error, ErrorEvent)
+        assert error.error.code == "item_not_found"
+        unknown_after = ConversationItemCreate.user_text("lost?")
+        unknown_after.previous_item_id = "item_nope"
+        call.send(unknown_after)
+        await rec.wait_for("error", count=2)
+        assert len(await _items(emulator, call)) == 2
+
+        call.send(ResponseCreate())
+        await rec.wait_for("response.done")
+        items = await _items(emulator, call)
+        assert items[-1]["role"] == "assistant"
+        assert items[-1]["text"].startswith("Answer 1.")
