@@ -61,6 +61,8 @@ class Human:
         self.states: list[str] = []
         self.legacy: list[tuple[str, str, bool]] = []  # (participant, text, final)
         self._tasks: list[asyncio.Task[Any]] = []
+        # The SDK's AudioSource takes one capture at a time: the silence task and say() share it.
+        self._capture_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
 
     async def join(self, *, publish_mic: bool = True) -> None:
@@ -92,9 +94,10 @@ class Human:
         i = 0
         while True:
             if not self._speaking:
-                await self.source.capture_frame(
-                    rtc.AudioFrame(quiet.tobytes(), SAMPLE_RATE, 1, FRAME_SAMPLES)
-                )
+                async with self._capture_lock:
+                    await self.source.capture_frame(
+                        rtc.AudioFrame(quiet.tobytes(), SAMPLE_RATE, 1, FRAME_SAMPLES)
+                    )
             i += 1
             delay = start + i * 0.02 - time.monotonic()
             await asyncio.sleep(max(0.0, delay))
@@ -102,7 +105,8 @@ class Human:
                 start, i = time.monotonic(), 0
 
     async def _capture(self, pcm: np.ndarray) -> None:
-        await self.source.capture_frame(rtc.AudioFrame(pcm.tobytes(), SAMPLE_RATE, 1, len(pcm)))
+        async with self._capture_lock:
+            await self.source.capture_frame(rtc.AudioFrame(pcm.tobytes(), SAMPLE_RATE, 1, len(pcm)))
 
     async def say(self, seconds: float, freq: float = 440.0, pause: float = 0.0) -> float:
         """Speak a tone for ``seconds`` (then ``pause`` of silence); returns when speech began."""
