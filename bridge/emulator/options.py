@@ -15,9 +15,11 @@ class EmulatorOptions(BaseModel):
     api_key: SecretStr = Field(default=SecretStr("sk-emulator"), exclude=True)
 
     # ---- the fake model ----
-    voice_mode: Literal["tone", "echo"] = Field(
+    voice_mode: Literal["tone", "echo", "loopback"] = Field(
         default="tone",
-        description="Answer audio: a tone sequence, or the user's own utterance played back.",
+        description="Answer audio: a tone sequence, or the user's own utterance played back; "
+        "`loopback` (latency measurements): every received audio packet is sent straight back, "
+        "with no VAD and no turns (fixed per call when it is created).",
     )
     tone_hz: float = Field(default=660.0, gt=20, lt=20_000, description="Tone of `tone` answers.")
     chars_per_second: float = Field(

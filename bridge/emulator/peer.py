@@ -22,10 +22,12 @@ from aiortc.mediastreams import MediaStreamError
 
 from bridge.aio import TaskSet, cancel_and_wait
 from bridge.emulator.answer import shape_answer
+from bridge.emulator.loopback import LoopbackTrack
 from bridge.emulator.model import FakeModel, new_id
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.schema import check_client_event, check_server_event, check_session
 from bridge.emulator.voice import VoiceTrack
+from bridge.realtime.playout import RtpTap, TappedPacket
 from bridge.realtime.tracks import FRAME_MS, to_mono
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,9 @@ class EmulatedCall:
         self._channel: RTCDataChannel | None = None
         self._tasks = TaskSet(f"emulator-call-{call_id}")
         self._voice = VoiceTrack(self._audio_started, self._audio_stopped)
+        # voice_mode "loopback" (fixed when the call is created): received audio goes back as is.
+        self._loopback = LoopbackTrack() if options.voice_mode == "loopback" else None
+        self._tap: RtpTap | None = None
         self._inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
         self.model = FakeModel(
             options=options, session=session, emit=self.emit, error=self.error, voice=self._voice
@@ -111,7 +116,12 @@ class EmulatedCall:
             else:
                 wanted = ("video/h264",)
             transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in wanted])
-        pc.addTrack(self._voice)
+        if self._loopback is not None:
+            audio = next(t for t in pc.getTransceivers() if t.kind == "audio")
+            self._tap = RtpTap(audio.receiver, self._on_loopback_packet)
+            pc.addTrack(self._loopback)
+        else:
+            pc.addTrack(self._voice)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
@@ -152,6 +162,11 @@ class EmulatedCall:
             elif isinstance(frame, av.VideoFrame):
                 self.video.add(frame.width, frame.height)
                 self.model.on_video_frame()
+
+    def _on_loopback_packet(self, packet: TappedPacket) -> None:
+        assert self._loopback is not None
+        self.audio_in_frames += 1
+        self._loopback.on_packet(packet)
 
     def _audio_started(self, response_id: str) -> None:
         self.model.audio_started(response_id)
@@ -321,6 +336,10 @@ class EmulatedCall:
         self.ended_reason = reason
         logger.info("emulated call %s ended: %s", self.id, reason)
         self._voice.stop()
+        if self._tap is not None:
+            self._tap.close()
+        if self._loopback is not None:
+            self._loopback.stop()
         await self._pc.close()
         self._ended.set()
         current = asyncio.current_task()
@@ -341,11 +360,17 @@ class EmulatedCall:
             "events_in": dict(self.events_in),
             "events_out": dict(self.events_out),
             "audio_in_s": round(self.audio_in_frames * FRAME_MS / 1000, 2),
-            "audio_out_s": round(self._voice.voiced_frames_out * FRAME_MS / 1000, 2),
+            "audio_out_s": round(self._voiced_out() * FRAME_MS / 1000, 2),
             "video": self.video.as_dict(),
             "errors": list(self.errors),
             "items": self.model.conversation.listing(),
+            **({"loopback": self._loopback.stats()} if self._loopback is not None else {}),
         }
+
+    def _voiced_out(self) -> int:
+        if self._loopback is not None:
+            return self._loopback.packets
+        return self._voice.voiced_frames_out
 
 
 _HANDLERS = {

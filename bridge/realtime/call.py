@@ -58,6 +58,7 @@ from bridge.realtime.events import (
     UnknownEvent,
     parse_server_event,
 )
+from bridge.realtime.playout import AudioPlayout, Impairment, RtpTap
 from bridge.realtime.sdp import normalize_answer
 from bridge.realtime.tracks import AudioReceiver
 
@@ -75,6 +76,12 @@ class CallState(Enum):
     CLOSED = "closed"
 
 
+# The latency benchmark's impaired mode and its "before" figures set these in the bridge's process;
+# nothing else does.
+default_impairment: Impairment | None = None
+use_playout = True
+
+
 class RealtimeCall:
     """A WebRTC call to the Realtime API. Construct, then ``async with`` (or ``connect()`` and
     ``aclose()``). A call connects once; a closed call cannot be reused."""
@@ -88,6 +95,7 @@ class RealtimeCall:
         video: MediaStreamTrack | None = None,
         api_key: SecretStr | None = None,
         log_extra: dict[str, str] | None = None,
+        impairment: Impairment | None = None,
     ) -> None:
         self._settings = settings
         self._session = session
@@ -105,6 +113,9 @@ class RealtimeCall:
         self._channel_open = asyncio.Event()
         self._closed = asyncio.Event()
         self._receiver: AudioReceiver | None = None
+        self._tap: RtpTap | None = None
+        self._playout: AudioPlayout | None = None
+        self._impairment = impairment or default_impairment
         self._remote_audio: MediaStreamTrack | None = None
         self.call_id: str | None = None
         self.session: dict[str, Any] = {}
@@ -124,6 +135,11 @@ class RealtimeCall:
         """The model's remote audio track. Read it through ``audio_out`` (which owns the loop
         that drains it); a second reader would split the frames."""
         return self._remote_audio
+
+    @property
+    def playout(self) -> AudioPlayout | None:
+        """Our RTP playout of the model's audio (its statistics), when in use."""
+        return self._playout
 
     @property
     def audio_out(self) -> AudioReceiver:
@@ -177,6 +193,11 @@ class RealtimeCall:
         channel.on("close", lambda: self._on_closed("data channel closed"))
 
         audio = pc.addTransceiver(self._audio or "audio", direction="sendrecv")
+        if use_playout:
+            # The model's audio goes from RTP straight into our queue (see playout.py).
+            self._receiver = AudioReceiver(None)
+            self._playout = AudioPlayout(self._receiver.feed)
+            self._tap = RtpTap(audio.receiver, self._playout.add, self._impairment)
         audio.setCodecPreferences(
             [
                 c
@@ -273,6 +294,12 @@ class RealtimeCall:
             except RealtimeError as exc:
                 logger.info("hangup: %s", exc, extra=self._extra)
         await self._tasks.aclose()
+        if self._tap is not None:
+            self._tap.close()
+        if self._playout is not None:
+            self._playout.close()
+        if self._receiver is not None:
+            self._receiver.end()
         if self._pc is not None:
             await self._pc.close()
         if self._client is not None:
@@ -342,10 +369,12 @@ class RealtimeCall:
         self._events.put_nowait(event)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "audio" or self._receiver is not None:
+        if track.kind != "audio" or self._remote_audio is not None:
             return
         self._remote_audio = track
-        self._receiver = AudioReceiver(track)
+        if self._receiver is None:
+            self._receiver = AudioReceiver(None)
+        self._receiver.track = track
         self._tasks.create_task(self._receiver.run(), name="audio-receive")
 
     def _on_connection_state(self) -> None:

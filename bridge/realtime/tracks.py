@@ -207,19 +207,25 @@ class AudioReceiver:
     stalled room never makes audio pile up.
     """
 
-    def __init__(self, track: MediaStreamTrack, max_queued_frames: int = 50) -> None:
-        self._track = track
+    def __init__(self, track: MediaStreamTrack | None, max_queued_frames: int = 50) -> None:
+        self.track = track
         # (samples, perf_counter() when decoded) or None at the end of the stream
         self._queue: asyncio.Queue[tuple[Pcm, float] | None] = asyncio.Queue(
             maxsize=max_queued_frames
         )
         self.dropped_frames = 0
+        self._ended = False
 
     async def run(self) -> None:
+        """Read the track until it ends. With the RTP playout tapped in, frames arrive
+        through ``feed`` and the track only reports the end of the stream."""
+        track = self.track
+        if track is None:
+            raise RuntimeError("AudioReceiver.run needs a track")
         try:
             while True:
                 try:
-                    frame = await self._track.recv()
+                    frame = await track.recv()
                 except MediaStreamError:
                     return
                 if not isinstance(frame, av.AudioFrame):
@@ -230,10 +236,25 @@ class AudioReceiver:
                     self.dropped_frames += 1
                 self._queue.put_nowait((pcm, time.perf_counter()))
         finally:
-            # Wake the consumer so it sees the end of the stream.
-            if self._queue.full():
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
+            self.end()
+
+    def end(self) -> None:
+        """The stream is over: wake the consumer so it sees the end. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
+
+    def feed(self, pcm: Pcm, decoded_at: float) -> None:
+        """A frame from our own RTP playout (see playout.py), queued like a decoded one."""
+        if self._ended:
+            return
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped_frames += 1
+        self._queue.put_nowait((pcm, decoded_at))
 
     def clear(self) -> int:
         """Drop every queued frame (barge-in); returns how many were dropped."""

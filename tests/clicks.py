@@ -1,0 +1,65 @@
+"""Click trains for latency measurements: short loud bursts at known times, found again by their
+onset in whatever comes back (one 20 ms frame of tone, quiet before and after)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from tests.signals import FRAME_SAMPLES, SAMPLE_RATE, tone
+
+# A click: 10 ms of 1 kHz at half scale, 1 ms fades (inside one 20 ms frame, at its start).
+CLICK_FREQ = 1000.0
+ONSET_LEVEL = 2000  # |sample| that counts as the click having arrived
+QUIET_BEFORE_S = 0.06  # an onset needs this much quiet before it (echoes, decoder ringing)
+
+
+def click_frame(samples: int = FRAME_SAMPLES) -> npt.NDArray[np.int16]:
+    out = np.zeros(samples, dtype=np.int16)
+    burst = (tone(CLICK_FREQ, 0.010, amplitude=0.5)).astype(np.int16)
+    out[: len(burst)] = burst
+    return out
+
+
+@dataclass
+class OnsetDetector:
+    """Feed received frames with the time each became available; ``onsets`` collects the time
+    of each click's first loud sample (frame time + its offset in the frame)."""
+
+    rate: int = SAMPLE_RATE
+    onsets: list[float] = field(default_factory=list)
+    _quiet_until: float = 0.0
+    _last_loud: float = -1e9
+
+    def push(self, pcm: npt.NDArray[np.int16], at: float) -> None:
+        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > ONSET_LEVEL)
+        if len(loud) == 0:
+            return
+        first = at + int(loud[0]) / self.rate
+        if first - self._last_loud >= QUIET_BEFORE_S:
+            self.onsets.append(first)
+        self._last_loud = at + int(loud[-1]) / self.rate
+
+
+def match(sent: list[float], received: list[float], window: float) -> list[float]:
+    """Round trips: each received onset paired with the latest click sent before it, at most
+    ``window`` earlier, each click used once. Clicks must be spaced more than ``window``."""
+    trips: list[float] = []
+    used: set[int] = set()
+    j = 0
+    for r in received:
+        while j + 1 < len(sent) and sent[j + 1] <= r:
+            j += 1
+        if j < len(sent) and sent[j] <= r and r - sent[j] <= window and j not in used:
+            used.add(j)
+            trips.append(r - sent[j])
+    return trips
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
