@@ -122,14 +122,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, overrides)
     except ConfigError as exc:
-        print(f"room-bridge: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"room-bridge: {line}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
     command = _commands()[args.command]
     try:
         return asyncio.run(command(args, settings))
     except ConfigError as exc:
-        print(f"room-bridge: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"room-bridge: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

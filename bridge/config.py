@@ -38,6 +38,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from bridge.tool_settings import McpServer, ToolSpec, check_secret, check_tools
+
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
 
 Voice = Literal[
@@ -49,7 +51,8 @@ TurnDetection = Literal["server_vad", "semantic_vad", "none"]
 
 
 class ConfigError(Exception):
-    """A setting is missing or invalid. ``str(exc)`` is one line that names the setting."""
+    """A setting is missing or invalid. ``str(exc)`` is one line per mistake, each naming the
+    setting."""
 
 
 def env_name(field: str) -> str:
@@ -95,6 +98,8 @@ class SessionOverrides(BaseModel):
     agent_name: str | None = Field(default=None, min_length=1, max_length=64)
     video_enabled: bool | None = None
     transcription_language: str | None = Field(default=None, max_length=16)
+    # Names of configured tools this room's sessions get (a subset; metadata never defines one).
+    tools: list[str] | None = Field(default=None, max_length=128)
 
 
 class Settings(BaseSettings):
@@ -260,6 +265,30 @@ class Settings(BaseSettings):
         default=400, ge=20, le=5000, description="Model audio buffered toward the room."
     )
 
+    # ---- Tools -------------------------------------------------------------------------------
+    tools: list[ToolSpec] = Field(
+        default_factory=list,
+        description="Functions the model may call (`[[tools]]` tables; env: a JSON list). "
+        "See README, Tools.",
+    )
+    mcp_servers: list[McpServer] = Field(
+        default_factory=list,
+        description="MCP servers the model service calls itself (`[[mcp_servers]]` tables).",
+    )
+    tool_choice: str = Field(
+        default="auto", description="`auto`, `none`, `required` or the name of one tool."
+    )
+    tool_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds a tool may take (per tool: `timeout`)."
+    )
+    tool_output_max_bytes: int = Field(
+        default=16_384, ge=256, le=1_048_576, description="Largest tool answer given to the model."
+    )
+    tools_secret: SecretStr | None = Field(
+        default=None,
+        description="`whsec_<base64>` key signing HTTP tool calls (Standard Webhooks; secret).",
+    )
+
     # ---- Dispatch service --------------------------------------------------------------------
     server_host: str = Field(default="127.0.0.1", description="`serve` bind address.")
     server_port: int = Field(default=8080, ge=1, le=65535, description="`serve` port.")
@@ -311,7 +340,12 @@ class Settings(BaseSettings):
         return _split_list(value)
 
     @field_validator(
-        "livekit_api_secret", "openai_api_key", "ice_credential", "dispatch_token", mode="after"
+        "livekit_api_secret",
+        "openai_api_key",
+        "ice_credential",
+        "dispatch_token",
+        "tools_secret",
+        mode="after",
     )
     @classmethod
     def _clean_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -323,6 +357,13 @@ class Settings(BaseSettings):
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
             raise ValueError("contains control characters")
         return SecretStr(text)
+
+    @field_validator("tools_secret", mode="after")
+    @classmethod
+    def _tools_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_secret(value.get_secret_value())
+        return value
 
     @field_validator("livekit_api_key")
     @classmethod
@@ -367,6 +408,13 @@ class Settings(BaseSettings):
                 "response_policy 'addressed' needs transcription_model: the agent is addressed "
                 "by name in the transcript"
             )
+        problems = check_tools(self.tools, self.mcp_servers, self.tools_secret is not None)
+        if self.tool_choice not in ("auto", "none", "required") and self.tool_choice not in {
+            t.name for t in self.tools
+        }:
+            problems.append(f"tool_choice {self.tool_choice!r} is not auto/none/required or a tool")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @classmethod
@@ -407,6 +455,9 @@ class Settings(BaseSettings):
 def _describe(error: Any) -> str:
     loc = [str(part) for part in error["loc"] if not isinstance(part, int)]
     key = loc[0] if loc else "settings"
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"][1:]
+    )
     field = (
         key.lower().removeprefix("bridge_")
         if key.lower() not in Settings.model_fields
@@ -416,8 +467,8 @@ def _describe(error: Any) -> str:
         return f"unknown setting {'.'.join(loc)!r}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if field in Settings.model_fields:
-        return f"invalid setting {field} ({env_name(field)}): {message}"
-    return f"invalid settings: {message}"
+        return f"invalid setting {field}{where} ({env_name(field)}): {message}"
+    return "\n".join(f"invalid settings: {line}" for line in message.splitlines())
 
 
 def load_settings(
@@ -458,7 +509,7 @@ def load_settings(
             # Command-line flags beat the environment: validate them over what was read.
             settings = Settings.model_validate({**settings.model_dump(), **overrides})
     except ValidationError as exc:
-        raise ConfigError("; ".join(_describe(err) for err in exc.errors())) from None
+        raise ConfigError("\n".join(_describe(err) for err in exc.errors())) from None
     return settings
 
 
@@ -469,5 +520,17 @@ def apply_overrides(settings: Settings, overrides: SessionOverrides | None) -> S
     changes = overrides.model_dump(exclude_none=True)
     if not changes:
         return settings
+    if "tools" in changes:
+        # A room may only narrow the configured tools, never name (or define) another one.
+        wanted = changes.pop("tools")
+        known = {tool.name: tool for tool in settings.tools}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise ValueError(f"tools: {unknown[0]!r} is not a configured tool")
+        changes["tools"] = [known[name] for name in dict.fromkeys(wanted)]
+        if settings.tool_choice not in ("auto", "none", "required") and (
+            settings.tool_choice not in wanted
+        ):
+            changes["tool_choice"] = "auto"
     # Validated again as a whole: an override can make settings inconsistent.
     return Settings.model_validate({**settings.model_dump(), **changes})

@@ -27,3 +27,12 @@ AUDIO_FRAMES_DROPPED = Counter(
 )
 WEBHOOKS = Counter("bridge_webhooks_total", "Webhook deliveries, by outcome.", ["outcome"])
 RECONCILE_RUNS = Counter("bridge_reconcile_runs_total", "Reconcile passes, by result.", ["result"])
+TOOL_CALLS = Counter(
+    "bridge_tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"]
+)
+TOOL_SECONDS = Histogram(
+    "bridge_tool_seconds",
+    "Time a tool call took, by tool.",
+    ["tool"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)

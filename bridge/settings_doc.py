@@ -19,9 +19,14 @@ SECTIONS = {
     "openai_api_key": "Model endpoint",
     "instructions": "Session sent to the model",
     "agent_name": "Room behaviour",
+    "tools": "Tools",
     "server_host": "Dispatch service",
     "log_level": "Logging",
 }
+
+
+# Lists of tables: in TOML they are `[[name]]` tables, which must follow every plain key.
+TABLE_LISTS = frozenset({"tools", "mcp_servers"})
 
 
 def _default(name: str) -> Any:
@@ -71,7 +76,9 @@ def render_toml() -> str:
             out += ["", f"# ---- {SECTIONS[name]} " + "-" * (60 - len(SECTIONS[name]))]
         out.append(f"# {field.description or ''}  [{env_name(name)}]")
         default = _default(name)
-        if default is None or _is_secret(name):
+        if name in TABLE_LISTS:
+            out.append(f"# (none by default: [[{name}]] tables, at the end of this file)")
+        elif default is None or _is_secret(name):
             out.append(f"# {name} = ")
         else:
             out.append(f"{name} = {_toml_value(default)}")

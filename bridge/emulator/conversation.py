@@ -28,6 +28,7 @@ class Entry:
     type: str  # message | function_call | function_call_output | ...
     text: str
     audio_ms: int = 0  # audio the item carries (user input or model output), for usage
+    call_id: str = ""  # function_call / function_call_output
 
     def listing(self) -> dict[str, Any]:
         return {"id": self.id, "role": self.role, "type": self.type, "text": self.text}
@@ -73,6 +74,7 @@ class Conversation:
             type=str(item.get("type") or ""),
             text=item_text(item),
             audio_ms=audio_ms,
+            call_id=str(item.get("call_id") or ""),
         )
         if previous_item_id is None:
             after = self.last_id

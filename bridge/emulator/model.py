@@ -146,6 +146,8 @@ class _Response:
     task: asyncio.Task[None] | None = None
     said: list[str] = field(default_factory=list)
     done: bool = False
+    # A function-call response: these ``function_call`` items instead of a message.
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FakeModel:
@@ -176,6 +178,9 @@ class FakeModel:
         self._response: _Response | None = None
         self._playing: _Response | None = None
         self._images_pending = 0
+        self._turns = 0  # user turns so far; each may trigger the scripted tool calls once
+        self._called_turn = 0
+        self._tool_outputs: list[str] = []  # function_call_output since the last response
         self.usage = Usage()
         self.audio_out_started = False
 
@@ -316,6 +321,7 @@ class FakeModel:
         # What the model understood, whether or not the client asked for transcripts.
         self.conversation.set_text(item_id, transcript)
         self._heard = transcript
+        self._turns += 1
         self._echo = audio
         if self.transcribes:
             self._tasks.create_task(
@@ -369,7 +375,20 @@ class FakeModel:
             texts = [c.get("text") or "" for c in item.get("content", []) if c.get("text")]
             if item.get("role") == "user" and texts:
                 self._heard = " ".join(texts)
+                self._turns += 1
                 self.usage.text_chars += len(self._heard)
+        elif item.get("type") == "function_call_output":
+            if not self._has_call(str(item.get("call_id"))):
+                self._error(
+                    "invalid_request_error",
+                    f"No tool call found for function call output with call_id "
+                    f"'{item.get('call_id')}'.",
+                    "item.call_id",
+                    event_id,
+                )
+                return
+            self._tool_outputs.append(str(item.get("output", "")))
+            self.usage.text_chars += len(self._tool_outputs[-1])
         try:
             self._add_item(item, previous_item_id)
         except UnknownItemError:
@@ -380,6 +399,11 @@ class FakeModel:
                 event_id,
                 code="item_not_found",
             )
+
+    def _has_call(self, call_id: str) -> bool:
+        return any(
+            e.type == "function_call" and e.call_id == call_id for e in self.conversation.entries()
+        )
 
     def delete_item(self, item_id: str, event_id: str | None) -> None:
         """Client ``conversation.item.delete``."""
@@ -445,7 +469,23 @@ class FakeModel:
         self._answers += 1
         n = self._answers
         heard = self._heard or "nothing yet"
-        if self.options.answers:
+        calls = self._scripted_calls(params)
+        if calls:
+            response = _Response(
+                id=new_id("resp"),
+                item_id=calls[0]["id"],
+                text="",
+                audio=None,
+                modalities=modalities,
+                calls=calls,
+            )
+            self._response = response
+            response.task = self._tasks.create_task(self._run_calls(response), name="response")
+            return
+        outputs, self._tool_outputs = self._tool_outputs, []
+        if outputs:
+            text = f"Answer {n}. The tool said: {' '.join(outputs)}."
+        elif self.options.answers:
             text = self.options.answers[(n - 1) % len(self.options.answers)]
         elif self.options.voice_mode == "echo" and self._echo is not None:
             text = f"Echo {n} of {heard}."
@@ -465,6 +505,103 @@ class FakeModel:
         )
         self._response = response
         response.task = self._tasks.create_task(self._run_response(response), name="response")
+
+    def _scripted_calls(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``tool_calls`` option: function calls for a user turn that contains ``when``,
+        once per turn, only for functions the session (or this response) declares."""
+        if self._called_turn == self._turns or self._tool_outputs:
+            return []
+        tools = params.get("tools", self.session.get("tools")) or []
+        choice = params.get("tool_choice", self.session.get("tool_choice"))
+        declared = {t.get("name") for t in tools if t.get("type") == "function"}
+        if choice == "none":
+            return []
+        calls = []
+        for script in self.options.tool_calls:
+            if script.when.lower() in self._heard.lower() and script.name in declared:
+                calls.append(
+                    {
+                        "id": new_id("item"),
+                        "object": "realtime.item",
+                        "type": "function_call",
+                        "status": "in_progress",
+                        "call_id": new_id("call"),
+                        "name": script.name,
+                        "arguments": script.arguments,
+                    }
+                )
+        if calls:
+            self._called_turn = self._turns
+        return calls
+
+    async def _run_calls(self, response: _Response) -> None:
+        """A function-call response, with the service's event sequence: per call, output item
+        added, argument deltas, arguments done, output item done; then ``response.done``. No
+        audio."""
+        self._emit(
+            {
+                "type": "response.created",
+                "response": self._response_body(response, "in_progress", output=[]),
+            }
+        )
+        for index, call in enumerate(response.calls):
+            ids = {"response_id": response.id, "item_id": call["id"], "output_index": index}
+            added = {**call, "arguments": ""}
+            self._emit(
+                {
+                    "type": "response.output_item.added",
+                    "response_id": response.id,
+                    "output_index": index,
+                    "item": added,
+                }
+            )
+            after = self.conversation.add(added)
+            self._emit(
+                {"type": "conversation.item.added", "item": added, "previous_item_id": after}
+            )
+            arguments = call["arguments"]
+            step = max(1, len(arguments) // 3)
+            for start in range(0, len(arguments), step):
+                await asyncio.sleep(0.01)
+                response.said.append(arguments[start : start + step])
+                self._emit(
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        **ids,
+                        "call_id": call["call_id"],
+                        "delta": arguments[start : start + step],
+                    }
+                )
+            self._emit(
+                {
+                    "type": "response.function_call_arguments.done",
+                    **ids,
+                    "call_id": call["call_id"],
+                    "name": call["name"],
+                    "arguments": arguments,
+                }
+            )
+            call["status"] = "completed"
+            self._emit(
+                {
+                    "type": "response.output_item.done",
+                    "response_id": response.id,
+                    "output_index": index,
+                    "item": call,
+                }
+            )
+            self._emit({"type": "conversation.item.done", "item": call})
+            entry = self.conversation.get(call["id"])
+            if entry is not None:
+                entry.text = f"{call['name']}({arguments})"
+        self._finish(
+            response,
+            status="completed",
+            reason=None,
+            item=response.calls,
+            out_audio_ms=0,
+            text="".join(c["arguments"] for c in response.calls),
+        )
 
     def _response_body(self, response: _Response, status: str, **extra: Any) -> dict[str, Any]:
         return {
@@ -574,12 +711,12 @@ class FakeModel:
         *,
         status: str,
         reason: str | None,
-        item: dict[str, Any],
+        item: dict[str, Any] | list[dict[str, Any]],
         out_audio_ms: int,
         text: str,
     ) -> None:
         entry = self.conversation.get(response.item_id)
-        if entry is not None:  # the client may have deleted it already
+        if entry is not None and not response.calls:  # the client may have deleted it already
             entry.text, entry.audio_ms = text, out_audio_ms
         usage = self.usage.response(out_audio_ms, text, self._images_pending)
         self.usage.images += self._images_pending
@@ -589,8 +726,9 @@ class FakeModel:
         details: dict[str, Any] = {"type": status}
         if reason:
             details["reason"] = reason
+        output = item if isinstance(item, list) else [item]
         body = self._response_body(
-            response, status, output=[item], usage=usage, status_details=details
+            response, status, output=output, usage=usage, status_details=details
         )
         response.done = True
         self._response = None
@@ -630,7 +768,15 @@ class FakeModel:
             return
         await cancel_and_wait(response.task)
         said = "".join(response.said)
-        item = self._assistant_item(response, "incomplete", said)
+        item: dict[str, Any] | list[dict[str, Any]]
+        if response.calls:
+            # Cancelled calls are still reported (status incomplete); clients must not run them.
+            item = [
+                {**c, "status": "incomplete"} if c["status"] != "completed" else c
+                for c in response.calls
+            ]
+        else:
+            item = self._assistant_item(response, "incomplete", said)
         self._finish(
             response,
             status="cancelled",

@@ -4,9 +4,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class ToolCallScript(BaseModel):
+    """When a user turn contains ``when``, the model answers with a call of ``name``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    # An object (sent as its JSON) or a string sent as it is, so tests can send invalid JSON.
+    arguments: str = "{}"
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return value if isinstance(value, str) else json.dumps(value)
 
 
 class EmulatorOptions(BaseModel):
@@ -45,6 +62,11 @@ class EmulatorOptions(BaseModel):
     min_speech_ms: int = Field(default=60, ge=20, description="Speech needed to start a turn.")
     transcription_delay_ms: int = Field(
         default=50, ge=0, description="Delay of the user transcript after the commit."
+    )
+    tool_calls: list[ToolCallScript] = Field(
+        default_factory=list,
+        description="`[{when, name, arguments}]`: a user turn containing `when` is answered with "
+        "that function call (every match, in one response; only tools the session declares).",
     )
     answer_shape: Literal["published", "full"] = Field(
         default="published",

@@ -47,11 +47,36 @@ class Usage(_Tolerant):
         }
 
 
+class FunctionCall(_Tolerant):
+    """A ``function_call`` item: ``arguments`` is the model's JSON text, not yet parsed."""
+
+    id: str = ""
+    call_id: str
+    name: str
+    arguments: str = ""
+
+
 class Response(_Tolerant):
     id: str = ""
     status: str = "in_progress"
     status_details: dict[str, Any] | None = None
+    output: list[dict[str, Any]] = Field(default_factory=list)
     usage: Usage | None = None
+
+    def function_calls(self) -> list[FunctionCall]:
+        """The function calls this response asked for, if it completed. A cancelled or
+        interrupted response also reports its calls (and ``arguments.done`` fires for them), but
+        they must not run."""
+        if self.status != "completed":
+            return []
+        calls = []
+        for item in self.output:
+            if item.get("type") == "function_call" and item.get("status") == "completed":
+                try:
+                    calls.append(FunctionCall.model_validate(item))
+                except ValidationError:
+                    continue
+        return calls
 
     @property
     def reason(self) -> str | None:
@@ -193,6 +218,23 @@ class AudioTranscriptDone(ServerEvent):
     transcript: str = ""
 
 
+class FunctionCallArgumentsDelta(ServerEvent):
+    TYPE = "response.function_call_arguments.delta"
+    response_id: str = ""
+    item_id: str = ""
+    call_id: str = ""
+    delta: str = ""
+
+
+class FunctionCallArgumentsDone(ServerEvent):
+    TYPE = "response.function_call_arguments.done"
+    response_id: str = ""
+    item_id: str = ""
+    call_id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
 class TextDelta(ServerEvent):
     TYPE = "response.output_text.delta"
     response_id: str = ""
@@ -259,6 +301,8 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         OutputItemDone,
         AudioTranscriptDelta,
         AudioTranscriptDone,
+        FunctionCallArgumentsDelta,
+        FunctionCallArgumentsDone,
         TextDelta,
         TextDone,
         OutputAudioStarted,
@@ -338,6 +382,10 @@ class ConversationItemCreate(ClientEvent):
                 "content": [{"type": "input_text", "text": text}],
             }
         )
+
+    @classmethod
+    def function_output(cls, call_id: str, output: str) -> ConversationItemCreate:
+        return cls(item={"type": "function_call_output", "call_id": call_id, "output": output})
 
 
 class ConversationItemTruncate(ClientEvent):

@@ -52,7 +52,7 @@ def build_session(
         audio_input["transcription"] = transcription
     if settings.noise_reduction != "none":
         audio_input["noise_reduction"] = {"type": settings.noise_reduction}
-    return {
+    session: dict[str, Any] = {
         "type": "realtime",
         "model": settings.model,
         "instructions": settings.instructions,
@@ -63,3 +63,12 @@ def build_session(
             "output": {"voice": settings.voice},
         },
     }
+    tools = [t.definition() for t in settings.tools] + [
+        s.definition() for s in settings.mcp_servers
+    ]
+    if tools:
+        session["tools"] = tools
+        choice = settings.tool_choice
+        named = choice not in ("auto", "none", "required")
+        session["tool_choice"] = {"type": "function", "name": choice} if named else choice
+    return session

@@ -41,6 +41,9 @@ from bridge.realtime import events as ev
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.agent_state import AgentState, AttributeWriter
 from bridge.room.media import MicrophonePump, SpeakerPump, VideoSampler
+from bridge.room.tools.builtins import RoomActions
+from bridge.room.tools.http import Caller
+from bridge.room.tools.runner import ToolRunner
 from bridge.room.transcripts import Transcripts
 
 logger = logging.getLogger(__name__)
@@ -96,6 +99,7 @@ class ParticipantSession:
         room_usage: UsageTotals,
         on_track_published: Callable[[], None],
         on_gave_up: Callable[[ParticipantSession], None] | None = None,
+        tool_actions: RoomActions | None = None,
     ) -> None:
         self.settings = settings
         self.identity = human.identity
@@ -132,6 +136,8 @@ class ParticipantSession:
         self._uplink_residence: deque[float] = deque(maxlen=10_000)
         self.ended_reason: str | None = None
         self.last_call_id: str | None = None
+        self._tool_actions = tool_actions
+        self._tools: ToolRunner | None = None  # when tools are configured (bridge/room/tools)
 
     # ---- measurements ------------------------------------------------------------------------
 
@@ -182,6 +188,17 @@ class ParticipantSession:
             extra=self._extra,
         )
         self._transcripts.agent_track_sid = self.track_sid or ""
+        if self.settings.tools:
+            self._tools = ToolRunner(
+                settings=self.settings,
+                participant=agent,
+                caller=Caller(self._room.name, self.identity, self.name),
+                tasks=self._tasks,
+                actions=self._tool_actions,
+                on_thinking=lambda: self._set_state(AgentState.THINKING),
+                playout=self._source.wait_for_playout if self._source is not None else None,
+                extra=self._extra,
+            )
         self._set_state(AgentState.INITIALIZING)
         self._tasks.create_task(self._mic.run(), name="mic")
         self._tasks.create_task(self._transcripts.run(), name="transcripts")
@@ -211,6 +228,8 @@ class ParticipantSession:
         if self._transcripts is not None:
             await self._transcripts.drain()
         await self._tasks.aclose()
+        if self._tools is not None:
+            await self._tools.aclose()
         if self._publication is not None and self._room.isconnected():
             try:
                 await asyncio.wait_for(
@@ -257,6 +276,8 @@ class ParticipantSession:
                 ending = "closed"
             finally:
                 self._call = None
+                if self._tools is not None:
+                    self._tools.attach(None)
                 SESSIONS_ACTIVE.dec()
                 await call.aclose()
             if time.monotonic() - connected >= STABLE_CALL_SECONDS:
@@ -300,6 +321,8 @@ class ParticipantSession:
                 video.stop()
             raise
         self._call = call
+        if self._tools is not None:
+            self._tools.attach(call)
         self.last_call_id = call.call_id
         self._expired = False
         self.stats.calls += 1
@@ -447,6 +470,8 @@ class ParticipantSession:
         if self._audio_playing or self._response_id is not None:
             self._interrupt()
             self._audio_playing = False
+        if self._tools is not None:
+            self._tools.barge_in()
         self._set_state(AgentState.LISTENING)
 
     def _on_speech_stopped(self, event: ev.ServerEvent) -> None:
@@ -486,6 +511,8 @@ class ParticipantSession:
         assert isinstance(event, ev.ResponseCreated)
         self._last_activity = time.monotonic()
         self._response_id = event.response.id
+        if self._tools is not None:
+            self._tools.response_created(event.response.id)
         if self._pump is not None:
             self._pump.reopen()
         if self._state is not AgentState.SPEAKING:
@@ -503,10 +530,14 @@ class ParticipantSession:
         self._audio_playing = False
         if self._transcripts is not None:
             self._transcripts.audio_stopped()
+        if self._tools is not None:
+            self._tools.audio_finished(str(getattr(event, "response_id", "")))
         if self._response_id is None:
-            self._set_state(AgentState.LISTENING)
+            self._set_state(self._resting_state())
 
     def _on_audio_cleared(self, event: ev.ServerEvent) -> None:
+        if self._tools is not None:
+            self._tools.audio_finished(str(getattr(event, "response_id", "")))
         self._audio_playing = False
         if self._transcripts is not None:
             self._transcripts.interrupted()
@@ -540,8 +571,15 @@ class ParticipantSession:
                     TOKENS.labels(kind).inc(count)
         if event.response.id == self._response_id:
             self._response_id = None
+        if self._tools is not None:
+            self._tools.response_done(event.response)  # may run tools, or answer their results
         if not self._audio_playing:
-            self._set_state(AgentState.LISTENING)
+            self._set_state(self._resting_state())
+
+    def _resting_state(self) -> AgentState:
+        """Between answers: ``thinking`` while tools run, else ``listening``."""
+        busy = self._tools is not None and self._tools.busy
+        return AgentState.THINKING if busy else AgentState.LISTENING
 
     def _on_error(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.ErrorEvent)

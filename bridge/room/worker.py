@@ -27,6 +27,7 @@ from bridge.room.agent_state import AttributeWriter
 from bridge.room.capacity import SessionBudget
 from bridge.room.identity import agent_identity, agent_token, is_human
 from bridge.room.session import ParticipantSession, UsageTotals
+from bridge.room.tools.builtins import WorkerActions
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +302,7 @@ class RoomWorker:
                 room_usage=self.usage,
                 on_track_published=self._update_permissions,
                 on_gave_up=self._release_slot,
+                tool_actions=WorkerActions(self.settings, self.room_name, self._tasks, self.stop),
             )
             self.sessions[participant.identity] = session
             logger.info(

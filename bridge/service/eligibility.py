@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from bridge.config import SessionOverrides, Settings
+from bridge.config import SessionOverrides, Settings, apply_overrides
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Decision:
     overrides: SessionOverrides | None = None
 
 
-def decide(settings: Settings, room: str, metadata: str) -> Decision:
+def decide(settings: Settings, room: str, metadata: str) -> Decision:  # noqa: PLR0912
     flag: object = None
     if metadata.strip():
         try:
@@ -48,10 +48,9 @@ def decide(settings: Settings, room: str, metadata: str) -> Decision:
     if isinstance(flag, dict):
         try:
             overrides = SessionOverrides.model_validate(flag)
-            # The room's overrides must make a consistent whole with the settings.
-            Settings.model_validate(
-                {**settings.model_dump(), **overrides.model_dump(exclude_none=True)}
-            )
+            # The room's overrides must make a consistent whole with the settings (and may
+            # only select among the configured tools).
+            apply_overrides(settings, overrides)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or settings.metadata_key
@@ -59,6 +58,8 @@ def decide(settings: Settings, room: str, metadata: str) -> Decision:
             return Decision(
                 False, f"invalid '{settings.metadata_key}' metadata: {where}: {message}"
             )
+        except ValueError as exc:
+            return Decision(False, f"invalid '{settings.metadata_key}' metadata: {exc}")
     elif flag is not None and not isinstance(flag, bool):
         return Decision(
             False, f"invalid '{settings.metadata_key}' metadata: expected true, false or an object"

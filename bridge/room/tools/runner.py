@@ -1,0 +1,236 @@
+"""ToolRunner: one session's tool calls, from the model's ``response.done`` to the answer.
+
+Facts of the Realtime API this follows (shared/docs/realtime-tools-and-context.md):
+
+* a cancelled or interrupted response still reports its function calls, so only calls in a
+  ``completed`` response run (``Response.function_calls``);
+* only one response may be active, so outputs and the one ``response.create`` go out after the
+  active response is done; several calls of one response run concurrently and all their outputs
+  go back before that single ``response.create``;
+* a tool result always gets its answer, whatever the response policy, unless the human barged in
+  meanwhile: then the result is still recorded but the interrupted turn does not resume.
+
+While calls run the agent state is ``thinking``. Built-ins act once the goodbye that follows them
+has played in the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from livekit import rtc
+
+from bridge.aio import TaskSet, cancel_and_wait
+from bridge.config import Settings
+from bridge.metrics import TOOL_CALLS, TOOL_SECONDS
+from bridge.realtime import RealtimeCall, RealtimeClosedError
+from bridge.realtime import events as ev
+from bridge.room.tools.builtins import OUTPUTS, RoomActions
+from bridge.room.tools.http import Caller, HttpTools
+from bridge.room.tools.outcome import Result, ToolFailure
+from bridge.room.tools.registry import Toolbox
+from bridge.room.tools.rpc import call_rpc
+
+logger = logging.getLogger(__name__)
+
+# How long a goodbye may take before a built-in acts anyway (the model may not say one).
+GOODBYE_TIMEOUT = 20.0
+PLAYOUT_TIMEOUT = 5.0
+
+
+class ToolRunner:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        participant: rtc.LocalParticipant,
+        caller: Caller,
+        tasks: TaskSet,
+        actions: RoomActions | None,
+        on_thinking: Callable[[], None],
+        playout: Callable[[], Awaitable[None]] | None,
+        extra: dict[str, Any],
+    ) -> None:
+        self._toolbox = Toolbox(settings)
+        self._http = HttpTools(settings)
+        self._participant = participant
+        self._caller = caller
+        self._tasks = tasks
+        self._actions = actions
+        self._on_thinking = on_thinking
+        self._playout = playout
+        self._extra = extra
+        self._call: RealtimeCall | None = None
+        self._active: str | None = None  # the response in progress, if any
+        self._batch: asyncio.Task[None] | None = None
+        self._ready: list[Result] = []
+        self._interrupted = False
+        self._builtin: str | None = None  # end_call / leave_room, once its goodbye played
+        self._answer_pending = False  # response.create sent for tool outputs, not yet created
+        self._awaiting_goodbye = False
+        self._goodbye_id: str | None = None
+        self._goodbye_played = asyncio.Event()
+        self._goodbye_task: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Tool calls are running, their outputs wait to go back, or their answer is on its way."""
+        return self._batch is not None or bool(self._ready) or self._answer_pending
+
+    async def aclose(self) -> None:
+        await cancel_and_wait(self._batch, self._goodbye_task)
+        await self._http.aclose()
+
+    # ---- hooks from the session --------------------------------------------------------------
+
+    def attach(self, call: RealtimeCall | None) -> None:
+        """A new call (or none): anything for the previous call's conversation is dropped."""
+        self._call = call
+        self._active = None
+        self._ready.clear()
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
+
+    def response_created(self, response_id: str) -> None:
+        self._active = response_id
+        self._answer_pending = False
+        if self._awaiting_goodbye:
+            self._awaiting_goodbye = False
+            self._goodbye_id = response_id
+
+    def response_done(self, response: ev.Response) -> None:
+        if self._active == response.id:
+            self._active = None
+        self._answer_pending = False
+        calls = response.function_calls()
+        if calls and self._call is not None:
+            self._interrupted = False
+            self._batch = self._tasks.create_task(self._run_batch(calls), name="tools")
+            self._on_thinking()
+        if response.id == self._goodbye_id:
+            if not _has_audio(response):
+                self._goodbye_played.set()
+            self._goodbye_task = self._tasks.create_task(self._after_goodbye(), name="goodbye")
+        self._flush()
+
+    def audio_finished(self, response_id: str) -> None:
+        """``output_audio_buffer.stopped`` or ``.cleared`` for ``response_id``."""
+        if response_id and response_id == self._goodbye_id:
+            self._goodbye_played.set()
+
+    def barge_in(self) -> None:
+        self._answer_pending = False
+        if self.busy:
+            self._interrupted = True
+
+    # ---- running ---------------------------------------------------------------------------
+
+    async def _run_batch(self, calls: list[ev.FunctionCall]) -> None:
+        results = await asyncio.gather(*(self._run_one(call) for call in calls))
+        self._ready.extend(results)
+        self._batch = None
+        self._flush()
+
+    async def _run_one(self, call: ev.FunctionCall) -> Result:
+        started = time.monotonic()
+        label = call.name
+        try:
+            tool = self._toolbox.get(call.name)
+        except ToolFailure as failure:
+            label = "unknown"  # the model's invention must not become a metric label
+            return self._record(Result.failed(call.call_id, label, failure, 0.0), call)
+        try:
+            arguments = self._toolbox.arguments(tool, call.arguments)
+            output = await self._target(tool.name, arguments, call.call_id)
+            result = Result(call.call_id, label, "ok", output, time.monotonic() - started)
+        except ToolFailure as failure:
+            result = Result.failed(call.call_id, label, failure, time.monotonic() - started)
+        except Exception:  # a bug in one tool must not end the conversation
+            logger.exception("tool %s failed unexpectedly", label, extra=self._extra)
+            bug = ToolFailure("internal_error", "the tool failed")
+            result = Result.failed(call.call_id, label, bug, time.monotonic() - started)
+        return self._record(result, call)
+
+    async def _target(self, name: str, arguments: dict[str, Any], call_id: str) -> str:
+        tool = self._toolbox.get(name)
+        timeout = self._toolbox.timeout(tool)
+        if tool.url is not None:
+            return await self._http.call(tool, arguments, call_id, self._caller, timeout)
+        if tool.rpc is not None:
+            try:
+                return await call_rpc(
+                    self._participant, self._caller.identity, tool.rpc, arguments, timeout
+                )
+            except RuntimeError:  # perform_rpc on a disconnected room
+                raise ToolFailure("unreachable", "the person's app could not be reached") from None
+        assert tool.builtin is not None
+        if self._actions is None:
+            raise ToolFailure("not_available", f"{tool.builtin} is not available here")
+        self._builtin = tool.builtin
+        return OUTPUTS[tool.builtin]
+
+    def _record(self, result: Result, call: ev.FunctionCall) -> Result:
+        TOOL_CALLS.labels(result.tool, result.outcome).inc()
+        TOOL_SECONDS.labels(result.tool).observe(result.seconds)
+        extra = {**self._extra, "call_id": call.call_id}
+        logger.info(
+            "tool %s: %s in %.3f s", result.tool, result.outcome, result.seconds, extra=extra
+        )
+        # Arguments and outputs may be personal data: never at INFO.
+        logger.debug("tool %s arguments %s -> %s", call.name, call.arguments, result.output)
+        return result
+
+    # ---- answering -----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        call = self._call
+        if not self._ready or self._batch is not None or self._active is not None or call is None:
+            return
+        results, self._ready = self._ready, []
+        try:
+            for result in results:
+                call.send(ev.ConversationItemCreate.function_output(result.call_id, result.output))
+            if self._interrupted and self._builtin is None:
+                # The human spoke over the wait: the result is in the conversation, and their
+                # new turn gets the answer, not the old one.
+                self._interrupted = False
+                return
+            call.send(ev.ResponseCreate())
+        except RealtimeClosedError:
+            return  # the call ended; the next one starts without these
+        self._interrupted = False
+        self._answer_pending = True
+        self._on_thinking()
+        if self._builtin is not None:
+            self._awaiting_goodbye = True
+
+    async def _after_goodbye(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._goodbye_played.wait(), GOODBYE_TIMEOUT)
+        if self._playout is not None:
+            # What the service finished sending may still be queued toward the room.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._playout(), PLAYOUT_TIMEOUT)
+        builtin, self._builtin = self._builtin, None
+        self._goodbye_id = None
+        self._goodbye_played.clear()
+        if self._actions is None or builtin is None:
+            return
+        if builtin == "end_call":
+            self._actions.end_call(self._caller.identity)
+        else:
+            self._actions.leave_room()
+
+
+def _has_audio(response: ev.Response) -> bool:
+    return any(
+        isinstance(part, dict) and part.get("type") == "output_audio"
+        for item in response.output
+        for part in item.get("content") or []
+    )
