@@ -57,6 +57,7 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     pool = WorkerPool(settings, count, config_path=args.config, on_ended=ended, on_lost=lost)
     server = BridgeServer(settings, pool, workers_alive=lambda: pool.alive)
+    pool.on_change = server.dispatcher.changed
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     try:

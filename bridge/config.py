@@ -323,6 +323,28 @@ class Settings(BaseSettings):
     webhook_max_bytes: int = Field(
         default=65_536, ge=1024, le=10_485_760, description="Largest webhook body accepted."
     )
+    agent_dispatch: bool = Field(
+        default=True,
+        description=(
+            "`serve` registers with LiveKit as an agent worker named `agent_name`, so token and "
+            "API dispatches (`RoomConfiguration.agents`, `CreateDispatch`) bring the AI."
+        ),
+    )
+    agent_dispatch_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description=(
+            "Seconds for the agent-worker WebSocket to connect and register, and for the server-"
+            "API checks it makes."
+        ),
+    )
+    agent_reconnect_max: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Ceiling of the agent worker's reconnect backoff (with jitter), seconds.",
+    )
 
     # ---- Logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

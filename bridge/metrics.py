@@ -36,3 +36,32 @@ TOOL_SECONDS = Histogram(
     ["tool"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
 )
+# LiveKit agent dispatch (bridge/service/agent_worker.py; the serve parent process only).
+AGENT_OFFERS = Counter(
+    "bridge_agent_offers_total",
+    "LiveKit job offers, by outcome (accepted, already: a room we serve, refused).",
+    ["outcome"],
+)
+AGENT_OFFERS_REFUSED = Counter(
+    "bridge_agent_offers_refused_total", "Job offers refused, by reason.", ["reason"]
+)
+AGENT_OFFER_SECONDS = Histogram(
+    "bridge_agent_offer_seconds",
+    "Job offer received to answer sent.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 3.0),
+)
+AGENT_TERMINATIONS = Counter(
+    "bridge_agent_terminations_total",
+    "Job terminations from LiveKit, by what they led to (left, kept, unknown).",
+    ["outcome"],
+)
+AGENT_REGISTERED = Gauge(
+    "bridge_agent_registered",
+    "1 while registered with LiveKit as an agent worker.",
+    multiprocess_mode="livesum",
+)
+AGENT_REGISTRATIONS = Counter(
+    "bridge_agent_registrations_total",
+    "Agent-worker registration attempts, by result (ok, failed).",
+    ["result"],
+)

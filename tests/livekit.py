@@ -17,18 +17,24 @@ def human_token(
     identity: str,
     name: str | None = None,
     kind: str = "standard",
+    *,
+    room_config: api.RoomConfiguration | None = None,
 ) -> str:
+    """``room_config`` asks for agents by name (``RoomConfiguration.agents``) when this join
+    creates the room."""
     grants = api.VideoGrants(
         room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
     )
-    return (
+    token = (
         api.AccessToken(server.api_key, server.api_secret)
         .with_identity(identity)
         .with_name(name or identity)
         .with_kind(kind)  # type: ignore[arg-type]
         .with_grants(grants)
-        .to_jwt()
     )
+    if room_config is not None:
+        token = token.with_room_config(room_config)
+    return token.to_jwt()
 
 
 def room_options(auto_subscribe: bool = True) -> rtc.RoomOptions:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from livekit import rtc
+from livekit import api, rtc
 
 from bridge.local.livekit_server import LiveKitServer
 from tests.livekit import human_token, room_options
@@ -64,13 +64,17 @@ class Human:
         # The SDK's AudioSource takes one capture at a time: the silence task and say() share it.
         self._capture_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
+        # Set before join() to ask for agents in the token (RoomConfiguration.agents).
+        self.room_config: api.RoomConfiguration | None = None
 
     async def join(self, *, publish_mic: bool = True) -> None:
         self.room.on("track_subscribed", self._on_track)
         self.room.on("participant_attributes_changed", self._on_attributes)
         self.room.on("transcription_received", self._on_legacy)
         self.room.register_text_stream_handler("lk.transcription", self._on_transcript)
-        token = human_token(self.server, self.room_name, self.identity, kind=self.kind)
+        token = human_token(
+            self.server, self.room_name, self.identity, kind=self.kind, room_config=self.room_config
+        )
         await asyncio.wait_for(self.room.connect(self.server.url, token, room_options()), 15)
         if publish_mic:
             await self.publish_mic()

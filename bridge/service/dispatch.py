@@ -10,7 +10,13 @@ treated as hints:
 * before joining, the room's participants are checked: no humans, or an agent with our
   deterministic identity already there (another replica), means no join;
 * the reconcile loop lists rooms every ``reconcile_interval`` seconds and joins eligible rooms
-  with humans and no agent, so a lost webhook or a restarted pod heals by itself.
+  with humans and no agent, so a lost webhook or a restarted pod heals by itself. With agent
+  dispatch on, such rooms are also joined, whatever the policy, when LiveKit lists a dispatch to
+  our agent name for them (``list_dispatch``): LiveKit never re-dispatches a job whose worker
+  died, nor one that found every worker full.
+
+LiveKit job offers (bridge/service/agent_worker.py) come in through ``offer`` and ``assigned``;
+every path ends in the same join. Listeners hear about joins, ends and capacity changes.
 
 Capacity: a room being joined reserves one session; at ``max_sessions`` new rooms are left for
 other replicas (and their reconcile), and /readyz says so.
@@ -34,7 +40,7 @@ from bridge.aio import TaskSet
 from bridge.config import SessionOverrides, Settings
 from bridge.metrics import RECONCILE_RUNS
 from bridge.room.identity import agent_identity, is_human_kind
-from bridge.service.eligibility import decide
+from bridge.service.eligibility import decide, dispatch_overrides, merge_overrides
 from bridge.service.local_rooms import RoomInfo
 
 logger = logging.getLogger(__name__)
@@ -84,6 +90,16 @@ class _Bounded(OrderedDict[str, float]):
         return True
 
 
+class DispatchListener(Protocol):
+    """Told what happens to rooms (the agent worker reports it to LiveKit)."""
+
+    def joined(self, room: str, error: str | None) -> None: ...
+
+    def ended(self, room: str, reason: str, duplicate: bool) -> None: ...
+
+    def changed(self) -> None: ...
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, rooms: Rooms) -> None:
         self.settings = settings
@@ -94,7 +110,12 @@ class Dispatcher:
         self._finished = _Bounded(FINISHED_ROOMS)
         self._sids: dict[str, str] = {}
         self._joining: set[str] = set()
-        self.draining = False
+        # Rooms in _joining whose pre-join check (humans? an agent already?) is still running.
+        self._checking: set[str] = set()
+        # Rooms of accepted LiveKit job offers, until their assignment (or release).
+        self._offered: set[str] = set()
+        self._draining = False
+        self.listeners: list[DispatchListener] = []
         self.last_api_ok: float | None = None
         self.last_reconcile_error: str | None = None
 
@@ -113,8 +134,38 @@ class Dispatcher:
     # ---- capacity ----------------------------------------------------------------------------
 
     @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self.changed()
+
+    def changed(self) -> None:
+        """Capacity or rooms may have changed (also called by the worker pool)."""
+        for listener in self.listeners:
+            listener.changed()
+
+    @property
+    def committed(self) -> int:
+        """Sessions we are committed to: ``sessions`` without rooms still only being checked."""
+        checking = sum(
+            1 for r in self._checking if not self._rooms.has_room(r) and r not in self._offered
+        )
+        return self.sessions - checking
+
+    def serves(self, room: str) -> bool:
+        return self._rooms.has_room(room)
+
+    def busy_with(self, room: str) -> bool:
+        """The room is ours or being joined."""
+        return self._rooms.has_room(room) or room in self._joining or room in self._offered
+
+    @property
     def sessions(self) -> int:
-        joining_elsewhere = sum(1 for r in self._joining if not self._rooms.has_room(r))
+        reserved = self._joining | self._offered
+        joining_elsewhere = sum(1 for r in reserved if not self._rooms.has_room(r))
         return self._rooms.sessions + joining_elsewhere
 
     @property
@@ -156,7 +207,7 @@ class Dispatcher:
             return Outcome("invalid", "event has no room name")
         if sid and sid in self._finished:
             return Outcome("stale", f"room {sid} already finished")
-        if self._rooms.has_room(room) or room in self._joining:
+        if self.busy_with(room):
             return Outcome("already", "agent already in the room")
         decision = decide(self.settings, room, metadata)
         if not decision.eligible:
@@ -184,7 +235,7 @@ class Dispatcher:
 
     def dispatch(self, room: str, overrides: SessionOverrides | None) -> Outcome:
         """Explicit POST /dispatch: join now, whatever the eligibility policy says."""
-        if self._rooms.has_room(room) or room in self._joining:
+        if self.busy_with(room):
             return Outcome("already", "agent already in the room")
         takes, why = self.takes_rooms()
         if not takes:
@@ -204,26 +255,90 @@ class Dispatcher:
         self._sids.pop(room, None)
         if duplicate:
             logger.info("left room %s: another agent took it", room, extra={"room": room})
+        for listener in self.listeners:
+            listener.ended(room, reason, duplicate)
+        self.changed()
+
+    # ---- LiveKit job offers ------------------------------------------------------------------
+
+    def offer(self, room: str) -> Outcome:
+        """A LiveKit job offer for ``room``: ``accepted`` reserves a session until ``assigned``
+        (or ``release``); ``already`` when the room is ours; ``unavailable`` when full or
+        draining. Rooms merely being checked by reconcile do not count against capacity."""
+        if self.busy_with(room) and room not in self._checking:
+            return Outcome("already", "agent already in the room")
+        if self.draining:
+            return Outcome("unavailable", "draining", retry_elsewhere=True)
+        if self.committed >= self.settings.max_sessions:
+            detail = f"at capacity ({self.committed}/{self.settings.max_sessions} sessions)"
+            return Outcome("unavailable", detail, retry_elsewhere=True)
+        self._offered.add(room)
+        self.changed()
+        return Outcome("accepted", "dispatched by LiveKit")
+
+    def assigned(self, room: str, overrides: SessionOverrides | None) -> None:
+        """The job offered for ``room`` is ours: join (unless our agent is already there)."""
+        self._offered.discard(room)
+        self._start_join(room, overrides, sid="", check=True, need_humans=False)
+
+    def release(self, room: str) -> None:
+        """An accepted offer that never became an assignment."""
+        self._offered.discard(room)
+        self.changed()
+
+    # ---- joining -------------------------------------------------------------------------------
 
     def _start_join(
-        self, room: str, overrides: SessionOverrides | None, *, sid: str, check: bool
+        self,
+        room: str,
+        overrides: SessionOverrides | None,
+        *,
+        sid: str,
+        check: bool,
+        need_humans: bool = True,
+        need_dispatch: bool = False,
     ) -> None:
         self._joining.add(room)
-        self._tasks.create_task(self._join(room, overrides, sid, check), name=f"join-{room}")
+        if check:
+            self._checking.add(room)
+        self._tasks.create_task(
+            self._join(
+                room, overrides, sid, check, need_humans=need_humans, need_dispatch=need_dispatch
+            ),
+            name=f"join-{room}",
+        )
+        self.changed()
 
     async def _join(
-        self, room: str, overrides: SessionOverrides | None, sid: str, check: bool
+        self,
+        room: str,
+        overrides: SessionOverrides | None,
+        sid: str,
+        check: bool,
+        *,
+        need_humans: bool,
+        need_dispatch: bool,
     ) -> None:
         extra = {"room": room}
+        error: str | None = None
         try:
             if check:
                 humans, agent_there = await self._look(room)
                 if agent_there:
                     logger.info("not joining: an agent is already there", extra=extra)
+                    error = "another bridge agent is already in the room"
                     return
-                if not humans:
+                if need_humans and not humans:
                     logger.info("not joining: no humans in the room yet", extra=extra)
                     return
+                if need_humans and self.settings.agent_dispatch:
+                    dispatched, extra_overrides = await self._dispatched(room)
+                    if need_dispatch and not dispatched:
+                        return
+                    if dispatched:
+                        overrides = merge_overrides(overrides, extra_overrides)
+                        logger.info("joining: LiveKit lists a dispatch to us", extra=extra)
+                self._checking.discard(room)
             error = await self._rooms.join(room, overrides)
             if error is not None:
                 logger.warning("could not join: %s", error, extra=extra)
@@ -231,9 +346,28 @@ class Dispatcher:
             self._sids[room] = sid or await self._room_sid(room)
             logger.info("joined", extra=extra)
         except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            logger.warning("could not check the room before joining: %s", exc, extra=extra)
+            error = f"could not check the room before joining: {exc}"
+            logger.warning("%s", error, extra=extra)
         finally:
             self._joining.discard(room)
+            self._checking.discard(room)
+            if error is not None or self._rooms.has_room(room):
+                for listener in self.listeners:
+                    listener.joined(room, error)
+            self.changed()
+
+    async def _dispatched(self, room: str) -> tuple[bool, SessionOverrides | None]:
+        """Whether LiveKit lists a dispatch to our agent name for ``room``, and its overrides."""
+        dispatches = await asyncio.wait_for(
+            self.api.agent_dispatch.list_dispatch(room), self.settings.agent_dispatch_timeout
+        )
+        ours = [d for d in dispatches if d.agent_name == self.settings.agent_name]
+        if not ours:
+            return False, None
+        overrides, problem = dispatch_overrides(self.settings, ours[0].metadata)
+        if problem:
+            logger.warning("dispatch metadata ignored: %s", problem, extra={"room": room})
+        return True, overrides
 
     async def _room_sid(self, room: str) -> str:
         """The sid of the live instance of ``room`` ("" if it cannot be learned now)."""
@@ -272,17 +406,25 @@ class Dispatcher:
         # rooms other replicas already serve cannot keep the rest from ever being looked at.
         random.shuffle(rooms)
         for room in rooms:
-            if self._rooms.has_room(room.name) or room.name in self._joining:
+            if self.busy_with(room.name):
                 continue
             if room.sid in self._finished:
                 continue
             decision = decide(self.settings, room.name, room.metadata)
-            if not decision.eligible:
+            # Rooms the policy leaves out are still joined when LiveKit lists a dispatch to us.
+            need_dispatch = not decision.eligible
+            if need_dispatch and not (self.settings.agent_dispatch and room.num_participants):
                 continue
             if not self.takes_rooms()[0]:
                 break
-            # _join checks humans and an existing agent before joining.
-            self._start_join(room.name, decision.overrides, sid=room.sid, check=True)
+            # _join checks humans, an existing agent (and dispatches) before joining.
+            self._start_join(
+                room.name,
+                decision.overrides,
+                sid=room.sid,
+                check=True,
+                need_dispatch=need_dispatch,
+            )
             started += 1
         return started
 

@@ -11,6 +11,9 @@ Policy (``rooms`` setting):
 Under every policy, a room whose metadata carries the key gets those overrides (validated
 against the settings schema), and ``{"ai": false}`` opts a room out. Invalid metadata skips the
 room with one clear line; it never raises.
+
+LiveKit agent dispatches (bridge/service/agent_worker.py) carry the same override object as their
+own metadata (``{"voice": "coral"}``), validated the same way by ``dispatch_overrides``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class Decision:
     overrides: SessionOverrides | None = None
 
 
-def decide(settings: Settings, room: str, metadata: str) -> Decision:  # noqa: PLR0912
+def decide(settings: Settings, room: str, metadata: str) -> Decision:
     flag: object = None
     if metadata.strip():
         try:
@@ -46,20 +49,11 @@ def decide(settings: Settings, room: str, metadata: str) -> Decision:  # noqa: P
 
     overrides: SessionOverrides | None = None
     if isinstance(flag, dict):
-        try:
-            overrides = SessionOverrides.model_validate(flag)
-            # The room's overrides must make a consistent whole with the settings (and may
-            # only select among the configured tools).
-            apply_overrides(settings, overrides)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or settings.metadata_key
-            message = str(err["msg"]).removeprefix("Value error, ")
-            return Decision(
-                False, f"invalid '{settings.metadata_key}' metadata: {where}: {message}"
-            )
-        except ValueError as exc:
-            return Decision(False, f"invalid '{settings.metadata_key}' metadata: {exc}")
+        checked = _validated(settings, flag)
+        if isinstance(checked, str):
+            where = checked if not checked.startswith(":") else settings.metadata_key + checked
+            return Decision(False, f"invalid '{settings.metadata_key}' metadata: {where}")
+        overrides = checked
     elif flag is not None and not isinstance(flag, bool):
         return Decision(
             False, f"invalid '{settings.metadata_key}' metadata: expected true, false or an object"
@@ -76,3 +70,55 @@ def decide(settings: Settings, room: str, metadata: str) -> Decision:  # noqa: P
             return Decision(False, "room name matches no room_patterns")
         return Decision(True, "room name matches room_patterns", overrides)
     return Decision(True, "all rooms get the AI", overrides)
+
+
+# A dispatch's metadata is read only up to this size (LiveKit does not limit it).
+MAX_DISPATCH_METADATA = 65_536
+
+
+def _validated(settings: Settings, given: dict[str, object]) -> SessionOverrides | str:
+    """The overrides, or ``"where: what is wrong"``."""
+    try:
+        overrides = SessionOverrides.model_validate(given)
+        # The overrides must make a consistent whole with the settings (and may only select
+        # among the configured tools).
+        apply_overrides(settings, overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        return f"{where}: {message}"
+    except ValueError as exc:
+        return str(exc)
+    return overrides
+
+
+def dispatch_overrides(settings: Settings, metadata: str) -> tuple[SessionOverrides | None, str]:
+    """A LiveKit dispatch's metadata as session overrides: ``(overrides, "")``, or ``(None, why)``
+    when it is present but unusable (then it is ignored: the dispatch still stands)."""
+    if not metadata.strip():
+        return None, ""
+    if len(metadata) > MAX_DISPATCH_METADATA:
+        return None, f"over {MAX_DISPATCH_METADATA} characters"
+    try:
+        parsed = json.loads(metadata)
+    except (ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        return None, f"not usable JSON ({detail})"
+    if not isinstance(parsed, dict):
+        return None, "not a JSON object of session overrides"
+    checked = _validated(settings, parsed)
+    if isinstance(checked, str):
+        return None, checked
+    return checked, ""
+
+
+def merge_overrides(
+    base: SessionOverrides | None, top: SessionOverrides | None
+) -> SessionOverrides | None:
+    """``top`` over ``base`` (a dispatch's own metadata over the room's)."""
+    if base is None or top is None:
+        return top if base is None else base
+    return SessionOverrides.model_validate(
+        {**base.model_dump(exclude_none=True), **top.model_dump(exclude_none=True)}
+    )

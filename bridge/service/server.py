@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from bridge.aio import TaskSet
 from bridge.config import SessionOverrides, Settings
 from bridge.metrics import WEBHOOKS
+from bridge.service.agent_worker import AgentWorker
 from bridge.service.dispatch import Dispatcher, Outcome, Rooms
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class BridgeServer:
         self.settings = settings
         self.rooms = rooms
         self.dispatcher = Dispatcher(settings, rooms)
+        # LiveKit agent dispatch: one registration per serve instance, here in the parent.
+        self.agent = AgentWorker(settings, self.dispatcher) if settings.agent_dispatch else None
         assert settings.livekit_api_key and settings.livekit_api_secret
         self._receiver = api.WebhookReceiver(
             api.TokenVerifier(
@@ -83,8 +86,12 @@ class BridgeServer:
     def start(self) -> None:
         self._tasks.create_task(self._tick(), name="loop-monitor")
         self.dispatcher.start()
+        if self.agent is not None:
+            self.agent.start()
 
     async def aclose(self) -> None:
+        if self.agent is not None:
+            await self.agent.aclose()
         await self._tasks.aclose()
         await self.dispatcher.aclose()
 
@@ -254,6 +261,7 @@ class BridgeServer:
             max_sessions=self.settings.max_sessions,
             rooms={r: i.as_dict() for r, i in self.rooms.rooms().items()},
             workers=describe() if describe is not None else [],
+            agent_dispatch=self.agent.describe() if self.agent is not None else None,
         )
 
     # ---- shutdown -------------------------------------------------------------------------

@@ -106,6 +106,8 @@ class WorkerPool:
         ]
         self._tasks = TaskSet("worker-pool")
         self._closing = False
+        # Called after every message from a worker (rooms or sessions may have changed).
+        self.on_change: Callable[[], None] | None = None
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -241,6 +243,8 @@ class WorkerPool:
             worker.rooms.pop(room, None)
             worker.assigned.pop(room, None)
             self._on_ended(room, str(message.get("reason")), bool(message.get("duplicate")))
+        if self.on_change is not None:
+            self.on_change()
 
     def _send(self, worker: _Worker, message: dict[str, Any]) -> None:
         proc = worker.proc
