@@ -48,7 +48,7 @@ class ServeProcess:
         data: dict[str, Any] = response.json()
         return data
 
-    async def wait_healthy(self, timeout: float = 20.0) -> None:
+    async def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             if self.proc.returncode is not None:
