@@ -25,8 +25,9 @@ def click_frame(samples: int = FRAME_SAMPLES) -> npt.NDArray[np.int16]:
 
 @dataclass
 class OnsetDetector:
-    """Feed received frames with the time each became available; ``onsets`` collects the time
-    of each click's first loud sample (frame time + its offset in the frame)."""
+    """Feed frames with the time each became available (when its last sample was there);
+    ``onsets`` collects the time of each click's first loud sample, in the same clock (a
+    real-time stream: the frame's time minus the samples after the onset)."""
 
     rate: int = SAMPLE_RATE
     onsets: list[float] = field(default_factory=list)
@@ -37,10 +38,11 @@ class OnsetDetector:
         loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > ONSET_LEVEL)
         if len(loud) == 0:
             return
-        first = at + int(loud[0]) / self.rate
+        start = at - len(pcm) / self.rate
+        first = start + int(loud[0]) / self.rate
         if first - self._last_loud >= QUIET_BEFORE_S:
             self.onsets.append(first)
-        self._last_loud = at + int(loud[-1]) / self.rate
+        self._last_loud = start + int(loud[-1]) / self.rate
 
 
 def match(sent: list[float], received: list[float], window: float) -> list[float]:

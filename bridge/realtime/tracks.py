@@ -13,7 +13,7 @@ import fractions
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import av
@@ -36,6 +36,12 @@ _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
 OPUS_BITRATE = 32_000
+
+# Measurement hook: when set (by the latency benchmark's bridge process, nothing else), called
+# with (point, samples, perf_counter when the frame was there) at each boundary of the bridge:
+# "uplink_in", "uplink_out", "downlink_in", "downlink_out".
+FrameProbe = Callable[[str, "Pcm", float], None]
+probe: FrameProbe | None = None
 
 
 class MonoOpusEncoder:
@@ -129,7 +135,10 @@ class PcmAudioTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._queue:
             pcm, pushed = self._queue.popleft()
-            self.residence.append(time.perf_counter() - pushed)
+            now_pc = time.perf_counter()
+            self.residence.append(now_pc - pushed)
+            if probe is not None:
+                probe("uplink_out", pcm, now_pc)
         else:
             pcm = _SILENCE
         self._deadline = max(self._deadline + FRAME_SECONDS, loop.time() - FRAME_SECONDS)
@@ -251,6 +260,8 @@ class AudioReceiver:
         """A frame from our own RTP playout (see playout.py), queued like a decoded one."""
         if self._ended:
             return
+        if probe is not None:
+            probe("downlink_in", pcm, decoded_at)
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped_frames += 1

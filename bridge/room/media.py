@@ -21,6 +21,7 @@ from livekit import rtc
 
 from bridge.config import Settings
 from bridge.metrics import AUDIO_FRAMES_DROPPED
+from bridge.realtime import tracks
 from bridge.realtime.tracks import (
     SAMPLE_RATE,
     AudioReceiver,
@@ -56,6 +57,8 @@ class MicrophonePump:
         try:
             async for event in stream:
                 pcm = np.frombuffer(event.frame.data, dtype=np.int16)
+                if tracks.probe is not None:
+                    tracks.probe("uplink_in", pcm, time.perf_counter())
                 sink = self._sink
                 if sink is not None:
                     sink.push(pcm)
@@ -130,6 +133,9 @@ class SpeakerPump:
         self.dropped = 0
         self._quiet_run = 0
         self.residence: deque[float] = deque(maxlen=10_000)
+        # Seconds already queued in LiveKit's source when each frame was handed over (sampled
+        # only while a measurement probe is set).
+        self.source_queue: deque[float] = deque(maxlen=10_000)
         self._receiver: AudioReceiver | None = None
 
     @property
@@ -169,8 +175,13 @@ class SpeakerPump:
                     self._quiet_run = 0
                 # The SDK copies the samples into its own buffer: no tobytes() copy first.
                 frame = rtc.AudioFrame(pcm.data, SAMPLE_RATE, 1, len(pcm))
+                if tracks.probe is not None:
+                    self.source_queue.append(self._source.queued_duration)
                 await self._source.capture_frame(frame)
-                self.residence.append(time.perf_counter() - decoded_at)
+                now = time.perf_counter()
+                self.residence.append(now - decoded_at)
+                if tracks.probe is not None:
+                    tracks.probe("downlink_out", pcm, now)
                 self.pushed_seconds += len(pcm) / SAMPLE_RATE
         finally:
             self._receiver = None

@@ -23,6 +23,7 @@ from livekit import rtc
 from bridge.aio import Closer, TaskSet, cancel_and_wait
 from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.metrics import ROOMS_ACTIVE
+from bridge.realtime.http import prewarm as prewarm_calls
 from bridge.room.agent_state import AttributeWriter
 from bridge.room.capacity import SessionBudget
 from bridge.room.identity import agent_identity, agent_token, is_human
@@ -80,6 +81,7 @@ class RoomWorker:
 
     async def start(self) -> None:
         settings = self.settings
+        prewarm_calls()  # per-process call setup work, done before any human waits for it
         token = agent_token(settings, self.room_name)
         room = self.room
         room.on("track_published", self._on_track_published)

@@ -4,6 +4,10 @@ Joins each room given, waits for ``--seconds``, then prints one JSON line of wha
 measured (call ready times, per-direction residence inside the bridge) and leaves.
 
     python -m tests.bench.bridge_process --rooms a,b,c --seconds 30   (settings from env)
+
+``--probe`` also records click onsets at the bridge's boundaries, ``--stock-receiver`` puts
+aiortc's own receive path back (for before/after figures), ``--impair`` loses and jitters the
+model's packets. Without ``--seconds`` it reports when a line arrives on stdin.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ import time
 
 from bridge.config import load_settings
 from bridge.logs import setup_logging
+from bridge.realtime import call as realtime_call
+from bridge.realtime import tracks
+from bridge.realtime.playout import Impairment
+from bridge.realtime.tracks import Pcm
 from bridge.room.worker import RoomWorker
+from tests.clicks import OnsetDetector
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -27,19 +36,50 @@ def _pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+class Probe:
+    """Click onsets at each boundary of the bridge (see bridge.realtime.tracks.probe), in
+    ``time.perf_counter()`` (CLOCK_MONOTONIC: the same clock in every process on the machine)."""
+
+    def __init__(self) -> None:
+        self.detectors: dict[str, OnsetDetector] = {}
+
+    def __call__(self, point: str, pcm: Pcm, at: float) -> None:
+        detector = self.detectors.get(point)
+        if detector is None:
+            detector = self.detectors[point] = OnsetDetector()
+        detector.push(pcm, at)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rooms", required=True)
-    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--seconds", type=float, help="run this long (default: until stdin says)")
+    parser.add_argument("--probe", action="store_true", help="record click onsets at boundaries")
+    parser.add_argument(
+        "--stock-receiver",
+        action="store_true",
+        help="aiortc's own receive path for the model's audio (the 'before' figures)",
+    )
+    parser.add_argument("--impair", help="LOSS,JITTER_S on the model's audio, e.g. 0.05,0.02")
     args = parser.parse_args()
     settings = load_settings(overrides={"log_level": "WARNING"})
     setup_logging(settings.log_level)
+    probe = Probe() if args.probe else None
+    tracks.probe = probe
+    if args.stock_receiver:
+        realtime_call.use_playout = False
+    if args.impair:
+        loss, jitter = (float(x) for x in args.impair.split(","))
+        realtime_call.default_impairment = Impairment(loss, jitter, seed=1)
     # perf_counter() inside the sessions -> wall clock, to compare with the humans' join times.
     offset = time.time() - time.perf_counter()
     workers = [RoomWorker(settings, room) for room in args.rooms.split(",")]
     await asyncio.gather(*(w.start() for w in workers))
     print(json.dumps({"ready": True}), flush=True)
-    await asyncio.sleep(args.seconds)
+    if args.seconds is not None:
+        await asyncio.sleep(args.seconds)
+    else:
+        await asyncio.to_thread(sys.stdin.readline)
     ready: dict[str, float] = {}
     uplink: list[float] = []
     downlink: list[float] = []
@@ -51,8 +91,30 @@ async def main() -> None:
             uplink += [s * 1000 for s in session.uplink_residence()]
             downlink += [s * 1000 for s in session.downlink_residence()]
             dropped += session.dropped_frames()
+    playout = {"packets": 0, "concealed": 0, "late": 0, "held_packets": 0, "held_ms": 0.0}
+    source_queue: list[float] = []
+    for worker in workers:
+        for session in worker.sessions.values():
+            if session._pump is not None:
+                source_queue += [s * 1000 for s in session._pump.source_queue]
+            call = session._call
+            if call is not None and call.playout is not None:
+                stats = call.playout.stats
+                playout["packets"] += stats.packets
+                playout["concealed"] += stats.concealed
+                playout["late"] += stats.late
+                playout["held_packets"] += stats.held_packets
+                playout["held_ms"] += round(stats.held_seconds * 1000, 1)
     result = {
         "ready_wall": ready,
+        "ready_perf": {k: v - offset for k, v in ready.items()},
+        "onsets": {k: d.onsets for k, d in probe.detectors.items()} if probe else {},
+        "playout": playout,
+        "source_queue_ms": {
+            "p50": _pct(source_queue, 0.5),
+            "p99": _pct(source_queue, 0.99),
+            "samples": len(source_queue),
+        },
         "uplink_ms": {
             "p50": _pct(uplink, 0.5),
             "p99": _pct(uplink, 0.99),
