@@ -46,6 +46,9 @@ test: lint typecheck livekit-server k8s-tools
 # On-demand soak and benchmark runs (print JSON).
 bench: livekit-server
 	$(PY) -m tests.bench.room_bench
+	$(PY) -m tests.bench.realtime_bench
+	$(PY) -m tests.bench.latency_bench
+	$(PY) -m tests.bench.latency_bench --impair 0.05,0.02 --barge-ins 0 --join-humans ""
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

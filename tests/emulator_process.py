@@ -52,9 +52,12 @@ async def emulator_process(
     base = f"http://127.0.0.1:{port}/v1"
     try:
         async with httpx.AsyncClient() as client:
-            for _ in range(100):
+            # Up to a minute: on a loaded shared machine its start-up takes far more than 10 s.
+            for _ in range(600):
                 with contextlib.suppress(httpx.HTTPError):
                     await client.get(f"{base}/_emulator/calls", timeout=0.5)
+                    break
+                if proc.returncode is not None:
                     break
                 await asyncio.sleep(0.1)
         yield EmulatorProcess(base, proc)

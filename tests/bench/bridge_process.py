@@ -5,9 +5,10 @@ measured (call ready times, per-direction residence inside the bridge) and leave
 
     python -m tests.bench.bridge_process --rooms a,b,c --seconds 30   (settings from env)
 
-``--probe`` also records click onsets at the bridge's boundaries, ``--stock-receiver`` puts
-aiortc's own receive path back (for before/after figures), ``--impair`` loses and jitters the
-model's packets. Without ``--seconds`` it reports when a line arrives on stdin.
+``--probe`` also records click onsets at the bridge's boundaries, ``--before`` puts back what
+the latency work replaced (aiortc's own receive path, a TLS context per call) for before/after
+figures, ``--impair`` loses and jitters the model's packets. Without ``--seconds`` it reports
+when a line arrives on stdin.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import statistics
 import sys
 import time
 
+import httpx
+
 from bridge.config import load_settings
 from bridge.logs import setup_logging
 from bridge.realtime import call as realtime_call
+from bridge.realtime import http as realtime_http
 from bridge.realtime import tracks
 from bridge.realtime.playout import Impairment
 from bridge.realtime.tracks import Pcm
@@ -56,9 +60,10 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, help="run this long (default: until stdin says)")
     parser.add_argument("--probe", action="store_true", help="record click onsets at boundaries")
     parser.add_argument(
-        "--stock-receiver",
+        "--before",
         action="store_true",
-        help="aiortc's own receive path for the model's audio (the 'before' figures)",
+        help="the 'before' figures: aiortc's own receive path for the model's audio and a new "
+        "TLS context for every call",
     )
     parser.add_argument("--impair", help="LOSS,JITTER_S on the model's audio, e.g. 0.05,0.02")
     args = parser.parse_args()
@@ -66,8 +71,9 @@ async def main() -> None:
     setup_logging(settings.log_level)
     probe = Probe() if args.probe else None
     tracks.probe = probe
-    if args.stock_receiver:
+    if args.before:
         realtime_call.use_playout = False
+        realtime_http._tls = httpx.create_ssl_context  # type: ignore[assignment]
     if args.impair:
         loss, jitter = (float(x) for x in args.impair.split(","))
         realtime_call.default_impairment = Impairment(loss, jitter, seed=1)

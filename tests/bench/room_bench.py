@@ -10,7 +10,10 @@ Prints one JSON object per N:
 - join_to_ready_ms: human join (their connect returned) -> the model call ready in the bridge;
 - uplink_ms / downlink_ms: time each audio frame spends inside the bridge, per direction
   (uplink: LiveKit frame in -> handed to the model's encoder; downlink: model frame decoded ->
-  handed to LiveKit's source), p50/p99.
+  handed to LiveKit's source), p50/p99;
+- cpu_vs_stock_aiortc_endpoint: cpu_cores_per_session / the CPU of one endpoint of a stock
+  aiortc peer pair exchanging 48 kHz audio both ways, measured in the same run
+  (tests/bench/aiortc_pair.py; a bridge session has two legs, four codec operations).
 
     python -m tests.bench.room_bench [--humans 1,5,10] [--seconds 30]
 """
@@ -135,7 +138,27 @@ async def main(argv: list[str] | None = None) -> None:
             result = await run_one(server, emulator.base_url, n, args.seconds)
             print(json.dumps(result), flush=True)
             results.append(result)
-    print(json.dumps({"results": results}, indent=2))
+    stock = await stock_aiortc(args.seconds)
+    for result in results:
+        result["cpu_vs_stock_aiortc_endpoint"] = round(
+            result["cpu_cores_per_session"] / stock["endpoint_cores"], 2
+        )
+    print(json.dumps({"results": results, "stock_aiortc": stock}, indent=2))
+
+
+async def stock_aiortc(seconds: float) -> dict[str, Any]:
+    """The yardstick, same run: a stock aiortc peer pair (tests/bench/aiortc_pair.py)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.bench.aiortc_pair",
+        "--seconds",
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), seconds + 60)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
 
 
 if __name__ == "__main__":
