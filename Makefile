@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit livekit-server bench clean
+.PHONY: demo test lint typecheck unit livekit-server bench clean browser page
 .PHONY: k8s-tools lint-k8s
 
 # Virtualenv with the package and its dev tools, refreshed when pyproject.toml changes.
@@ -28,9 +28,22 @@ k8s-tools: $(STAMP)
 lint-k8s: k8s-tools
 	$(PY) -m tests.k8s.tools lint
 
-# The whole local stack with a simulated human (Ctrl-C stops it).
+# The whole local stack with a simulated human (Ctrl-C stops it); its last line is the page's
+# address: open it to talk to the AI yourself.
 demo: livekit-server
 	$(PY) -m bridge dev
+
+# Headless Chromium for the page's browser test: Debian's package, installed when missing
+# (needs root or sudo). Never a downloaded browser build.
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+# Rebuild the page's bundle (bridge/local/page/page.js, committed) from web/ with npm + esbuild.
+page:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
 
 lint: $(STAMP)
 	$(PY) -m ruff check bridge tests
@@ -40,7 +53,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 # The whole suite: lint, types, unit and integration tests (real livekit-server + emulator).
-test: lint typecheck livekit-server k8s-tools
+test: lint typecheck livekit-server k8s-tools browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # On-demand soak and benchmark runs (print JSON).

@@ -19,6 +19,25 @@ logger = logging.getLogger("bridge")
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``--config``, ``--log-level``, ``--log-format``: accepted before or after the subcommand.
+
+    On the subcommands their default is SUPPRESS, so an option given before the subcommand is
+    not overwritten by the subcommand's unset default.
+    """
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        metavar="PATH",
+        help="TOML settings file (default: config/bridge.toml when present)",
+    )
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=default
+    )
+    parser.add_argument("--log-format", choices=["text", "json"], default=default)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="room-bridge",
@@ -27,16 +46,8 @@ def _parser() -> argparse.ArgumentParser:
             "from the environment (LIVEKIT_*, OPENAI_*, BRIDGE_*) and an optional TOML file."
         ),
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="TOML settings file (default: config/bridge.toml when present)",
-    )
+    _global_options(parser, default=None)
     parser.add_argument("--version", action="version", version=f"room-bridge {__version__}")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-format", choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -91,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the whole local stack with a simulated human (make demo)",
         description=(
             "Starts livekit-server (webhook pointed at the bridge), the emulator (unless "
-            "OPENAI_API_KEY is set), `serve`, and a simulated human who joins a room and "
-            "speaks; prints what flows. Ctrl-C stops everything."
+            "OPENAI_API_KEY is set), `serve`, the page (talk to the AI in a browser: its "
+            "address is printed on a line of its own) and a simulated human who joins a room "
+            "and speaks; prints what flows. Ctrl-C stops everything."
         ),
     )
     dev.add_argument("--room", default="demo", help="room the simulated human joins")
@@ -102,6 +114,19 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--exit", action="store_true", help="exit after the turns instead of waiting for Ctrl-C"
     )
+    dev.add_argument(
+        "--no-human",
+        action="store_true",
+        help="no simulated human: you are the human, on the page",
+    )
+    dev.add_argument(
+        "--page-port",
+        type=int,
+        default=8788,
+        help="port of the page on 127.0.0.1 (default 8788; 0 = any free port)",
+    )
+    for command in (serve, join, emulator, dev):
+        _global_options(command, default=argparse.SUPPRESS)
     return parser
 
 

@@ -154,6 +154,15 @@ async def run_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.local.dev import run_until_signal
+    from bridge.local.dev import DevOptions, run_until_signal
 
-    return await run_until_signal(settings, args.room, args.turns, exit_after=args.exit)
+    if args.no_human and args.exit:
+        raise ConfigError("--exit needs the simulated human; --no-human runs until Ctrl-C")
+    opts = DevOptions(
+        room=args.room,
+        turns=args.turns,
+        exit_after=args.exit,
+        human=not args.no_human,
+        page_port=args.page_port,
+    )
+    return await run_until_signal(settings, opts)

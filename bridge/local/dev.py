@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from livekit import api, rtc
+from livekit import rtc
 from pydantic import SecretStr
 
 from bridge.aio import TaskSet
@@ -32,8 +32,11 @@ from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.voice import tone
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.local.page_server import PageServer, Room
+from bridge.local.tokens import participant_token
 from bridge.processes import stop_process
 from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE
+from bridge.room.identity import agent_identity
 from bridge.room.transcripts import FINAL, TOPIC
 
 EMULATOR_KEY = "sk-emulator-dev"
@@ -72,12 +75,12 @@ class SimulatedHuman:
         self.agent_ready = asyncio.Event()
 
     async def join(self) -> None:
-        token = (
-            api.AccessToken(self._server.api_key, self._server.api_secret)
-            .with_identity("simulated-human")
-            .with_name("Simulated human")
-            .with_grants(api.VideoGrants(room_join=True, room=self._room_name))
-            .to_jwt()
+        token = participant_token(
+            self._server.api_key,
+            self._server.api_secret,
+            room=self._room_name,
+            identity="simulated-human",
+            name="Simulated human",
         )
         self.room.on("participant_connected", self._on_participant)
         self.room.on("participant_attributes_changed", self._on_attributes)
@@ -229,7 +232,17 @@ async def _relay(stream: asyncio.StreamReader) -> None:
         say("[bridge]", line.decode(errors="replace").rstrip())
 
 
-async def run(settings: Settings, room: str, turns: int, *, exit_after: bool) -> int:
+@dataclass(frozen=True)
+class DevOptions:
+    room: str = "demo"
+    turns: int = 3
+    exit_after: bool = False
+    human: bool = True  # False: `--no-human`, a person on the page is the human
+    page_port: int = 8788
+
+
+async def run(settings: Settings, opts: DevOptions) -> int:
+    room, turns, exit_after = opts.room, opts.turns, opts.exit_after
     # The [tag] lines are the output here; our own INFO logs would only interleave with them.
     if settings.log_level == "INFO":
         logging.getLogger("bridge").setLevel(logging.WARNING)
@@ -261,6 +274,16 @@ async def run(settings: Settings, room: str, turns: int, *, exit_after: bool) ->
                 "BRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1",
             }
         await stack.enter_async_context(_serve(env, bridge_port))
+        page = await stack.enter_async_context(
+            PageServer(_page_room(settings, server, room, real_api=real_api), opts.page_port)
+        )
+        if not opts.human:
+            say("[you]", "no simulated human (--no-human); Ctrl-C stops everything")
+            say("[page]", "talk to the AI in your browser (several tabs = several people):")
+            print(page.url, flush=True)
+            await asyncio.Event().wait()  # until Ctrl-C cancels us
+        say("[page]", "talk to the AI in your browser (several tabs = several people):")
+        print(page.url, flush=True)
         human = SimulatedHuman(server, room, typed=real_api)
         await human.join()
         stack.push_async_callback(human.leave)
@@ -278,22 +301,37 @@ async def run(settings: Settings, room: str, turns: int, *, exit_after: bool) ->
             ms = sorted(x * 1000 for x in human.latencies)
             say("[summary]", f"{len(ms)} answers; answer latency median {ms[len(ms) // 2]:.0f} ms")
         if not exit_after:
-            token = (
-                api.AccessToken(server.api_key, server.api_secret)
-                .with_identity("you")
-                .with_grants(api.VideoGrants(room_join=True, room=room))
-                .to_jwt()
+            say(
+                "[you]",
+                f"other LiveKit clients: url {server.url}, a token from POST {page.url}token",
             )
-            say("[you]", f"join with any LiveKit client: url {server.url} token {token}")
-            say("[you]", "Ctrl-C stops everything")
+            say("[you]", "Ctrl-C stops everything. Now talk to the AI yourself in your browser:")
+            print(page.url, flush=True)
             await asyncio.Event().wait()  # until Ctrl-C cancels us
     say("[dev]", "stopped")
     return 0
 
 
-async def run_until_signal(settings: Settings, room: str, turns: int, *, exit_after: bool) -> int:
+def _page_room(settings: Settings, server: LiveKitServer, room: str, *, real_api: bool) -> Room:
+    return Room(
+        livekit_url=server.url,
+        api_key=server.api_key,
+        api_secret=server.api_secret,
+        name=room,
+        agent_identity=agent_identity(settings, room),
+        model="openai" if real_api else "emulator",
+        model_label=(
+            f"OpenAI Realtime API ({settings.model})"
+            if real_api
+            else "local emulator (tones, not speech)"
+        ),
+        audience=settings.audience,
+    )
+
+
+async def run_until_signal(settings: Settings, opts: DevOptions) -> int:
     """``run``, stopped cleanly by Ctrl-C or SIGTERM (a second one interrupts the cleanup)."""
-    main = asyncio.ensure_future(run(settings, room, turns, exit_after=exit_after))
+    main = asyncio.ensure_future(run(settings, opts))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, main.cancel)
