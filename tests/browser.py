@@ -82,14 +82,17 @@ def require_chromium() -> str:
 
 @contextlib.asynccontextmanager
 async def chromium(microphone_wav: Path) -> AsyncIterator[Browser]:
-    """Headless system Chromium whose microphone plays ``microphone_wav`` in a loop."""
+    """Headless system Chromium whose microphone plays ``microphone_wav`` in a loop.
+
+    Device permissions are per browser context (playwright's ``permissions=["microphone"]``);
+    a context without them is refused, as when a person clicks "Block".
+    """
     executable = require_chromium()
     async with async_playwright() as driver:
         browser = await driver.chromium.launch(
             executable_path=executable,
             headless=True,
             args=[
-                "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={microphone_wav}",
                 *LOOPBACK_ARGS,

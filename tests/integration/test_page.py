@@ -15,18 +15,19 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page
+from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from bridge.aio import TaskSet
 from bridge.processes import stop_process
 from tests.browser import chromium, write_utterance_wav
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_DIR = ROOT / "bridge" / "local" / "page"
@@ -116,8 +117,15 @@ class Person:
             self.console_errors.append(message.text)
 
     @classmethod
-    async def open(cls, browser: Browser, url: str, **context: object) -> Person:
-        ctx = await browser.new_context(**context)  # type: ignore[arg-type]
+    async def open(
+        cls,
+        browser: Browser,
+        url: str,
+        *,
+        permissions: Sequence[str] = ("microphone", "camera"),
+        viewport: ViewportSize | None = None,
+    ) -> Person:
+        ctx = await browser.new_context(permissions=list(permissions), viewport=viewport)
         await ctx.add_init_script(RECORDER)
         person = cls(await ctx.new_page())
         await person.page.goto(url)
@@ -128,7 +136,7 @@ class Person:
         # The name field has the focus on load: type, Enter.
         await page.keyboard.type(name)
         await page.keyboard.press("Enter")
-        await page.locator("#call").wait_for(state="visible", timeout=20_000)
+        await page.locator("#call").wait_for(state="visible", timeout=45_000)
 
     async def seen(self) -> dict[str, object]:
         seen: dict[str, object] = await self.page.evaluate("window.__seen")
@@ -151,8 +159,23 @@ class Person:
             f"#transcript li{'[data-final=true]' if final else ''}",
             has=self.page.locator(".speaker", has_text=re.compile(f"^{re.escape(who)}$")),
         ).filter(has=self.page.locator(".text", has_text=re.compile(pattern)))
-        await line.first.wait_for(timeout=45_000)
+        try:
+            await line.first.wait_for(timeout=60_000)
+        except PlaywrightTimeout:
+            raise AssertionError(
+                f"no transcript line {who}: /{pattern}/ (final={final}); the page shows:\n"
+                + await self.describe()
+            ) from None
         return await line.first.inner_text()
+
+    async def describe(self) -> str:
+        """What the person sees, for a failure message."""
+        lines = await self.page.evaluate(
+            """[...document.querySelectorAll('#transcript li')].map(
+                li => `${li.dataset.final === 'true' ? 'final' : 'interim'} ${li.innerText}`)"""
+        )
+        notice = await self.page.locator("#notice").inner_text()
+        return "\n".join([*lines, f"states: {(await self.seen())['states']}", f"notice: {notice}"])
 
     async def people(self) -> list[str]:
         return await self.page.locator("#people li .who").all_inner_texts()
@@ -189,7 +212,7 @@ async def _refresh_screenshot(person: Person, tmp_path: Path) -> None:
 
 
 async def test_a_person_talks_to_the_ai_in_chromium(tmp_path: Path) -> None:
-    wav = write_utterance_wav(tmp_path / "speech.wav", speech_s=1.4, period_s=6.0)
+    wav = write_utterance_wav(tmp_path / "speech.wav", speech_s=1.4, period_s=8.0)
     async with (
         dev_stack("page-test", BRIDGE_EMPTY_ROOM_GRACE="1") as stack,
         chromium(wav) as browser,
@@ -199,7 +222,7 @@ async def test_a_person_talks_to_the_ai_in_chromium(tmp_path: Path) -> None:
         assert "emulator" in await ada.page.locator("#model").inner_text()
 
         # She speaks (the fake microphone); the AI listens, thinks, answers aloud, listens again.
-        await ada.wait_for_states("listening", "thinking", "speaking", "listening")
+        await ada.wait_for_states("listening", "thinking", "speaking", "listening", timeout=120)
         said = await ada.transcript_line("Ada", r"utterance \d+")
         answer = await ada.transcript_line("assistant", r"Answer \d+\. I heard: utterance")
         seen = await ada.seen()
@@ -211,11 +234,12 @@ async def test_a_person_talks_to_the_ai_in_chromium(tmp_path: Path) -> None:
         await ada.page.locator("#mic").focus()
         await ada.page.keyboard.press("Space")
         await ada.page.locator("#mic[aria-pressed=false]").wait_for(timeout=10_000)
+        await ada.page.locator("#state[data-state=listening]").wait_for(timeout=30_000)
         await ada.page.locator("#chat-input").focus()
         await ada.page.keyboard.type("What is the ocean made of?")
         await ada.page.keyboard.press("Enter")
         await ada.transcript_line("Ada", r"^What is the ocean made of\?$")
-        await ada.page.locator("#state[data-state=speaking]").wait_for(timeout=30_000)
+        await ada.transcript_line("assistant", r"I heard: What", final=False)
         await _refresh_screenshot(ada, tmp_path)  # while the answer plays
         await ada.transcript_line(
             "assistant", r"^Answer \d+\. I heard: What is the ocean made of\?"
@@ -234,6 +258,55 @@ async def test_a_person_talks_to_the_ai_in_chromium(tmp_path: Path) -> None:
         )
         assert fits, "the page scrolls sideways at phone width"
 
+        # Grace turns her camera on from the keyboard: she sees herself, Ada sees the camera.
+        await grace.page.locator("#camera").focus()
+        await grace.page.keyboard.press("Enter")
+        await grace.page.locator("#camera[aria-pressed=true]").wait_for(timeout=45_000)
+        await grace.page.locator("#preview").wait_for(state="visible", timeout=5_000)
+        await ada.page.locator(
+            "#people li", has_text=re.compile(r"^Grace.*camera", re.DOTALL)
+        ).wait_for(timeout=45_000)
+
+        assert ada.console_errors == [] and grace.console_errors == [], (
+            ada.console_errors + grace.console_errors
+        )
+
+        # Someone who blocks the microphone is told so, and can still chat.
+        linus = await Person.open(browser, stack.url, permissions=[])
+        await linus.join_with_keyboard("Linus")
+        notice = linus.page.locator("#notice")
+        await notice.wait_for(state="visible", timeout=15_000)
+        assert "No permission to use your microphone" in await notice.inner_text()
+        assert "You can still chat" in await notice.inner_text()
+        await linus.page.locator("#chat-input").fill("Hello from the keyboard")
+        await linus.page.keyboard.press("Enter")
+        await ada.transcript_line("Linus", r"^Hello from the keyboard$")
+
+
+@pytest.mark.slow  # a second whole stack and two more callers: on demand (pytest -m slow)
+async def test_private_audience_each_person_has_their_own_conversation(tmp_path: Path) -> None:
+    wav = write_utterance_wav(tmp_path / "speech.wav", speech_s=1.2, period_s=8.0)
+    async with (
+        dev_stack("page-private", BRIDGE_AUDIENCE="private", BRIDGE_EMPTY_ROOM_GRACE="1") as stack,
+        chromium(wav) as browser,
+    ):
+        ada = await Person.open(browser, stack.url)
+        grace = await Person.open(browser, stack.url)
+        await ada.join_with_keyboard("Ada")
+        await grace.join_with_keyboard("Grace")
+        for me, other in ((ada, "Grace"), (grace, "Ada")):
+            assert "private" in await me.page.locator("#audience").inner_text()
+            await me.wait_for_states("listening", "thinking", "speaking", "listening", timeout=120)
+            name = "Ada" if me is ada else "Grace"
+            await me.transcript_line(name, r"utterance \d+")
+            await me.transcript_line("assistant", r"Answer \d+\. I heard: utterance")
+            peak = float((await me.seen())["agentPeak"])  # type: ignore[arg-type]
+            assert peak > AUDIBLE, (name, peak)
+            assert other in await me.people()
+            speakers = await me.page.locator("#transcript .speaker").all_inner_texts()
+            assert other not in speakers, speakers
+            # Only her own answer track plays on her page.
+            assert await me.page.locator("#audio audio").count() == 1
         assert ada.console_errors == [] and grace.console_errors == [], (
             ada.console_errors + grace.console_errors
         )

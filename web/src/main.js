@@ -2,6 +2,7 @@
 // Plain DOM and livekit-client; bundled by esbuild into bridge/local/page/page.js (`make page`).
 import {
   ConnectionState,
+  DisconnectReason,
   ParticipantKind,
   Room,
   RoomEvent,
@@ -201,15 +202,20 @@ async function setCamera(current, enabled) {
 
 // ---- the call -----------------------------------------------------------------------------
 
-function attachAgentAudio(current, track, participant) {
-  if (track.kind !== Track.Kind.Audio || !isAgent(participant)) return;
+// Everyone's voice plays, as in a meeting; with a private audience only the AI's answer to
+// you (the server lets you subscribe to nothing else of the AI's) and nobody else's voice.
+function attachAudio(current, track, participant) {
+  if (track.kind !== Track.Kind.Audio) return;
+  const agent = isAgent(participant);
+  if (!agent && current.info.audience === 'private') return;
   const element = track.attach();
   element.dataset.sid = track.sid;
+  element.dataset.agent = String(agent);
   $('#audio').append(element);
-  addAnalyser(current, track.sid, track);
+  if (agent) addAnalyser(current, track.sid, track);
 }
 
-function detachAgentAudio(current, track) {
+function detachAudio(current, track) {
   for (const element of track.detach()) element.remove();
   removeAnalyser(current, track.sid);
 }
@@ -238,9 +244,9 @@ function wireRoom(current, transcript) {
     .on(RoomEvent.TrackUnpublished, () => renderPeople(room))
     .on(RoomEvent.LocalTrackPublished, () => renderPeople(room))
     .on(RoomEvent.TrackSubscribed, (track, _pub, participant) =>
-      attachAgentAudio(current, track, participant),
+      attachAudio(current, track, participant),
     )
-    .on(RoomEvent.TrackUnsubscribed, (track) => detachAgentAudio(current, track))
+    .on(RoomEvent.TrackUnsubscribed, (track) => detachAudio(current, track))
     .on(RoomEvent.MediaDevicesError, (error) => notify(describeError(error, 'microphone')))
     .on(RoomEvent.AudioPlaybackStatusChanged, () => {
       if (!room.canPlaybackAudio) {
@@ -269,11 +275,10 @@ function wireRoom(current, transcript) {
 
 function describeReason(reason) {
   const names = {
-    1: 'the client left',
-    2: 'another tab joined with the same identity',
-    3: 'the server shut down',
-    4: 'removed from the room',
-    5: 'the room was deleted',
+    [DisconnectReason.DUPLICATE_IDENTITY]: 'someone joined with the same identity',
+    [DisconnectReason.SERVER_SHUTDOWN]: 'the LiveKit server shut down',
+    [DisconnectReason.PARTICIPANT_REMOVED]: 'you were removed from the room',
+    [DisconnectReason.ROOM_DELETED]: 'the room was closed',
   };
   return names[reason] || 'the connection dropped';
 }
@@ -283,15 +288,18 @@ async function join(name) {
   const info = await fetchJoinInfo(name);
   showModel(info);
   const room = new Room({ adaptiveStream: true, dynacast: true });
-  const transcript = new Transcript(
-    $('#transcript'),
-    room,
-    (identity) => displayName(room, identity),
-    (identity) => {
-      const participant = room.remoteParticipants.get(identity);
-      return participant !== undefined && isAgent(participant);
-    },
-  );
+  const isAgentIdentity = (identity) => {
+    const participant = room.remoteParticipants.get(identity);
+    return participant !== undefined && isAgent(participant);
+  };
+  const transcript = new Transcript($('#transcript'), room, {
+    nameOf: (identity) => displayName(room, identity),
+    isAgent: isAgentIdentity,
+    shows: (identity) =>
+      info.audience !== 'private' ||
+      identity === room.localParticipant.identity ||
+      isAgentIdentity(identity),
+  });
   const current = { room, info, transcript, analysers: new Map(), timers: [] };
   wireRoom(current, transcript);
   try {
@@ -371,8 +379,12 @@ function start() {
     if (!call || !text) return;
     input.value = '';
     try {
-      const { room, transcript } = call;
-      await room.localParticipant.sendText(text, { topic: CHAT_TOPIC });
+      const { room, transcript, info } = call;
+      // Private audience: the message is for the AI only.
+      const agent = agentOf(room);
+      const options = { topic: CHAT_TOPIC };
+      if (info.audience === 'private' && agent) options.destinationIdentities = [agent.identity];
+      await room.localParticipant.sendText(text, options);
       transcript.chat(room.localParticipant.identity, text);
     } catch (error) {
       notify(`Your message was not sent: ${error.message || error}`);

@@ -10,11 +10,12 @@ const TRACK_ID = 'lk.transcribed_track_id';
 const FINAL = 'lk.transcription_final';
 
 export class Transcript {
-  constructor(list, room, nameOf, isAgent) {
+  constructor(list, room, { nameOf, isAgent, shows }) {
     this.list = list;
     this.room = room;
     this.nameOf = nameOf;
     this.isAgent = isAgent;
+    this.shows = shows; // whose lines this person sees (private audience: only their own)
     this.lines = new Map();
   }
 
@@ -31,6 +32,10 @@ export class Transcript {
     const attributes = reader.info.attributes || {};
     const segment = attributes[SEGMENT_ID] || reader.info.id;
     const speaker = this.speakerOf(attributes[TRACK_ID], sender);
+    if (!this.shows(speaker)) {
+      await reader.readAll();
+      return;
+    }
     const line = this.line(segment, speaker);
     let text = '';
     this.setText(line, text, attributes[FINAL] === 'true');
@@ -45,6 +50,7 @@ export class Transcript {
   }
 
   chat(identity, text) {
+    if (!this.shows(identity)) return;
     const line = this.line(`chat-${crypto.randomUUID()}`, identity);
     line.classList.add('chat');
     this.setText(line, text, true);
