@@ -157,12 +157,15 @@ class PageServer:
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, HOST, self._port)
         try:
-            await site.start()
+            await web.TCPSite(runner, HOST, self._port).start()
         except OSError as exc:
-            await self.aclose()
-            raise OSError(f"cannot serve the page on {HOST}:{self._port}: {exc.strerror}") from None
+            if self._port == 0:
+                await self.aclose()
+                raise OSError(f"cannot serve the page on {HOST}: {exc.strerror}") from None
+            # The usual port is taken (another dev stack?): any free one will do.
+            logger.warning("port %d is taken (%s); the page uses a free port", self._port, exc)
+            await web.TCPSite(runner, HOST, 0).start()
         self.port = runner.addresses[0][1]
 
     async def aclose(self) -> None:

@@ -177,6 +177,20 @@ class Person:
         notice = await self.page.locator("#notice").inner_text()
         return "\n".join([*lines, f"states: {(await self.seen())['states']}", f"notice: {notice}"])
 
+    async def wait_for_people(self, names: list[str]) -> None:
+        try:
+            await self.page.wait_for_function(
+                """(names) => JSON.stringify([...document.querySelectorAll('#people li .who')]
+                    .map(e => e.textContent).sort()) === JSON.stringify(names)""",
+                arg=sorted(names),
+                timeout=60_000,
+            )
+        except PlaywrightTimeout:
+            raise AssertionError(
+                f"people {names} not listed; the page shows: {await self.people()}\n"
+                + await self.describe()
+            ) from None
+
     async def people(self) -> list[str]:
         return await self.page.locator("#people li .who").all_inner_texts()
 
@@ -249,10 +263,7 @@ async def test_a_person_talks_to_the_ai_in_chromium(tmp_path: Path) -> None:
         grace = await Person.open(browser, stack.url, viewport={"width": 390, "height": 844})
         await grace.join_with_keyboard("Grace")
         for person in (ada, grace):
-            await person.page.wait_for_function(
-                "document.querySelectorAll('#people li').length === 3", timeout=20_000
-            )
-            assert sorted(await person.people()) == ["Ada", "Grace", "assistant"]
+            await person.wait_for_people(["Ada", "Grace", "assistant"])
         fits = await grace.page.evaluate(
             "document.documentElement.scrollWidth <= window.innerWidth"
         )

@@ -97,3 +97,13 @@ async def test_not_json_and_foreign_hosts_are_refused(page: PageServer) -> None:
             "/token", json={"name": "x"}, headers={"Host": f"evil.example:{page.port}"}
         )
         assert rebound.status_code == 421
+
+
+async def test_a_taken_port_falls_back_to_a_free_one(page: PageServer) -> None:
+    room = Room(
+        "ws://127.0.0.1:1", "k", SECRET, "demo", "room-bridge-demo", "emulator", "x", "room"
+    )
+    async with PageServer(room, port=page.port) as second:
+        assert second.port not in (0, page.port)
+        async with httpx.AsyncClient(base_url=second.url, timeout=5) as client:
+            assert (await client.get("/")).status_code == 200
