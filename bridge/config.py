@@ -250,6 +250,14 @@ class Settings(BaseSettings):
     idle_timeout: float = Field(
         default=900.0, gt=0, description="End a session after this many seconds without speech."
     )
+    session_rollover_s: float = Field(
+        default=3300.0,
+        gt=0,
+        le=86_400,
+        description="Call age after which the next quiet moment switches the session to a new "
+        "call (conversation carried over, old one hung up), before the service's 60-minute "
+        "limit cuts it.",
+    )
     empty_room_grace: float = Field(
         default=10.0,
         ge=0,

@@ -2,9 +2,10 @@
 Realtime API meet.
 
 A session lives while the human's microphone is subscribed. Inside it, calls come and go: the
-first one when the session starts, a new one after a retryable failure (with backoff), after the
-service ends the session (the 60-minute limit; the recent conversation is carried over as text),
-or when the human speaks again after the session idled out. A non-retryable failure (401, a
+first one when the session starts, a new one after a retryable failure (with backoff), before the
+service's 60-minute limit (make-before-break at a quiet moment, see rollover.py) or after the
+service ends the session anyway (the recent conversation is carried over as text), or when the
+human speaks again after the session idled out. A non-retryable failure (401, a
 rejected session) ends the session with one error line; the room and other sessions go on.
 """
 
@@ -41,6 +42,7 @@ from bridge.realtime import events as ev
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.agent_state import AgentState, AttributeWriter
 from bridge.room.media import MicrophonePump, SpeakerPump, VideoSampler
+from bridge.room.rollover import CallLeg, Rollover
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
 from bridge.room.tools.runner import ToolRunner
@@ -138,6 +140,18 @@ class ParticipantSession:
         self.last_call_id: str | None = None
         self._tool_actions = tool_actions
         self._tools: ToolRunner | None = None  # when tools are configured (bridge/room/tools)
+        self.rollover = Rollover(
+            after_s=settings.session_rollover_s,
+            open_call=self._open_leg,
+            activity=lambda: self._last_activity,
+            audio_queued=lambda: self._source.queued_duration if self._source else 0.0,
+            busy=lambda: self._tools is not None and self._tools.busy,
+            expect_responses=settings.response_policy == "auto",
+            expect_transcripts=bool(settings.transcription_model),
+            backoff_initial=settings.retry_backoff_initial,
+            backoff_max=settings.retry_backoff_max,
+            log_extra=self._extra,
+        )
 
     # ---- measurements ------------------------------------------------------------------------
 
@@ -230,6 +244,7 @@ class ParticipantSession:
         await self._tasks.aclose()
         if self._tools is not None:
             await self._tools.aclose()
+        await self.rollover.aclose()
         if self._publication is not None and self._room.isconnected():
             try:
                 await asyncio.wait_for(
@@ -253,35 +268,36 @@ class ParticipantSession:
 
     async def _run(self) -> None:
         attempt = 0
+        leg: CallLeg | None = None
         while True:
-            self._set_state(AgentState.INITIALIZING)
+            if leg is None:
+                self._set_state(AgentState.INITIALIZING)
+                try:
+                    leg = await self._open_leg()
+                except Exception as exc:  # one session's failure must never reach the room
+                    failure = self._as_failure(exc)
+                    self._count_failure(failure)
+                    attempt += 1
+                    if not failure.retryable or attempt > self.settings.retry_attempts:
+                        self._give_up(failure, attempt)
+                        return
+                    await self._backoff(attempt, failure)
+                    continue
+                self._use(leg)
+            call = leg.call
+            ending = "closed"
             try:
-                call = await self._connect()
-            except Exception as exc:  # one session's failure must never reach the room
-                failure = self._as_failure(exc)
-                self._count_failure(failure)
-                attempt += 1
-                if not failure.retryable or attempt > self.settings.retry_attempts:
-                    self._give_up(failure, attempt)
-                    return
-                await self._backoff(attempt, failure)
-                continue
-            connected = time.monotonic()
-            try:
-                ending = await self._converse(call)
+                ending = await self._converse(leg)
             except RealtimeClosedError:
-                ending = "closed"  # the call went away while we were sending on it
+                pass  # the call went away while we were sending on it
             except Exception:  # a bug must end this call, not the session
                 logger.exception("call failed unexpectedly", extra=self._extra)
-                ending = "closed"
             finally:
-                self._call = None
-                if self._tools is not None:
-                    self._tools.attach(None)
-                SESSIONS_ACTIVE.dec()
-                await call.aclose()
-            if time.monotonic() - connected >= STABLE_CALL_SECONDS:
+                old, leg = leg, await self._hand_over(leg, ending)
+            if time.monotonic() - old.connected_at >= STABLE_CALL_SECONDS:
                 attempt = 0
+            if leg is not None:
+                continue
             if ending == "idle":
                 logger.info("session idle; call ended until the human speaks", extra=self._extra)
                 self._set_state(AgentState.IDLE)
@@ -297,13 +313,35 @@ class ParticipantSession:
                     return
                 await self._backoff(attempt, failure)
 
+    async def _hand_over(self, old: CallLeg, ending: str) -> CallLeg | None:
+        """After a call: make-before-break, the next call prepared by the rollover (if any)
+        takes the microphone and the speaker before the old one is hung up. Returns it."""
+        new = self.rollover.take() if ending in ("rollover", "expired") else None
+        self._call = None
+        if self._tools is not None:
+            self._tools.attach(None)
+        if new is not None:
+            self._use(new)
+        SESSIONS_ACTIVE.dec()
+        await old.aclose()
+        await self.rollover.reset()
+        if new is not None:
+            logger.info(
+                "call rolled over after %.0f s (%s)",
+                time.monotonic() - old.connected_at,
+                "quiet moment" if ending == "rollover" else "service limit",
+                extra={**self._extra, "call_id": old.call.call_id},
+            )
+        return new
+
     def _as_failure(self, exc: Exception) -> RealtimeError:
         if isinstance(exc, RealtimeError):
             return exc
         logger.error("unexpected error setting up a call", exc_info=exc, extra=self._extra)
         return RealtimeError(f"unexpected {type(exc).__name__}: {exc}", retryable=True)
 
-    async def _connect(self) -> RealtimeCall:
+    async def _open_leg(self) -> CallLeg:
+        """Connect a new call (not yet fed by the microphone: see ``_use``)."""
         create = self.settings.response_policy == "auto"
         session = build_session(
             self.settings, create_response=create, interrupt_response=self.speaks
@@ -320,6 +358,11 @@ class ParticipantSession:
             if video is not None:
                 video.stop()
             raise
+        return CallLeg(call, audio, video)
+
+    def _use(self, leg: CallLeg) -> None:
+        """Make ``leg`` the session's call: the microphone and camera go to it."""
+        call = leg.call
         self._call = call
         if self._tools is not None:
             self._tools.attach(call)
@@ -332,13 +375,15 @@ class ParticipantSession:
         SESSIONS_ACTIVE.inc()
         if call.connect_seconds is not None:
             CALL_SETUP_SECONDS.observe(call.connect_seconds)
-        self._mic.attach(audio)
-        self._sampler.attach(video)
+        self._mic.attach(leg.audio)
+        self._sampler.attach(leg.video)
         logger.info("session call ready", extra={**self._extra, "call_id": call.call_id})
-        return call
 
-    async def _converse(self, call: RealtimeCall) -> str:
-        """Run one call until it ends; returns ``idle``, ``expired`` or ``closed``."""
+    async def _converse(self, leg: CallLeg) -> str:
+        """Run one call until it ends; returns ``idle``, ``expired``, ``closed`` or ``rollover``
+        (a prepared next call is up and the conversation is quiet)."""
+        call = leg.call
+        self.rollover.begin(leg)
         speaker: asyncio.Task[None] | None = None
         if self._pump is not None:
             self._pump.reopen()
@@ -355,12 +400,19 @@ class ParticipantSession:
                 timeout = self._last_activity + self.settings.idle_timeout - time.monotonic()
                 if timeout <= 0:
                     return "idle"
+                if self.rollover.ready():
+                    return "rollover"
+                timeout = min(timeout, self.rollover.poll_interval() or timeout)
                 try:
-                    event = await asyncio.wait_for(call.next_event(), timeout)
+                    # asyncio.timeout, not wait_for: no task per event, and (Python 3.11) a
+                    # cancellation arriving with an event is never swallowed.
+                    async with asyncio.timeout(timeout):
+                        event = await call.next_event()
                 except TimeoutError:
                     continue  # re-check against the latest activity (chat counts too)
                 if event is None:
                     return "expired" if self._expired else "closed"
+                self.rollover.observe(event)
                 handler = _HANDLERS.get(event.type)
                 if handler is None:
                     continue
