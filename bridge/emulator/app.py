@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,9 @@ class Emulator:
         self.options = options
         self.calls: dict[str, EmulatedCall] = {}
         self.secrets: dict[str, _Secret] = {}
+        # (time.monotonic(), status) of each authorised POST /calls that an injected failure
+        # answered, or None when it went on to be answered: for storm benchmarks.
+        self.call_posts: deque[tuple[float, int | None]] = deque(maxlen=10_000)
 
     # ---- auth ---------------------------------------------------------------------------------
 
@@ -111,6 +115,7 @@ class Emulator:
                 code="beta_api_shape_disabled",
             )
         injected = self._injected_failure()
+        self.call_posts.append((time.monotonic(), injected.status if injected else None))
         if injected is not None:
             return injected
         if request.content_length is not None and request.content_length > MAX_BODY:

@@ -44,6 +44,13 @@ class MicrophonePump:
         self.woke = asyncio.Event()
         self.dropped = 0
         self._dropped_seen = 0
+        # While ``watch_level`` is on (a call switch is pending), when the human was last loud
+        # enough to be speaking; the model's own speech events lag behind this.
+        self.watch_level = False
+        self.last_loud_at = -float("inf")
+        self._loud_peak = 32768 * 10 ** (
+            VadConfig(threshold=settings.vad_threshold).threshold_dbfs / 20
+        )
 
     def attach(self, sink: PcmAudioTrack | None) -> None:
         self._sink = sink
@@ -67,6 +74,8 @@ class MicrophonePump:
                         AUDIO_FRAMES_DROPPED.labels("uplink").inc(new)
                         self.dropped += new
                         self._dropped_seen = sink.dropped_frames
+                    if self.watch_level and max(int(pcm.max()), -int(pcm.min())) > self._loud_peak:
+                        self.last_loud_at = time.monotonic()
                 elif self._vad.push(pcm) is VadEvent.STARTED:
                     self.woke.set()
         finally:
@@ -132,6 +141,7 @@ class SpeakerPump:
         self.pushed_seconds = 0.0
         self.dropped = 0
         self._quiet_run = 0
+        self.last_sound_at = -float("inf")  # monotonic time of the last audible frame handed on
         self.residence: deque[float] = deque(maxlen=10_000)
         # Seconds already queued in LiveKit's source when each frame was handed over (sampled
         # only while a measurement probe is set).
@@ -173,6 +183,7 @@ class SpeakerPump:
                         continue
                 else:
                     self._quiet_run = 0
+                    self.last_sound_at = time.monotonic()
                 # The SDK copies the samples into its own buffer: no tobytes() copy first.
                 frame = rtc.AudioFrame(pcm.data, SAMPLE_RATE, 1, len(pcm))
                 if tracks.probe is not None:

@@ -135,6 +135,7 @@ class Rollover:
         activity: Callable[[], float],
         audio_queued: Callable[[], float],
         busy: Callable[[], bool],
+        listen: Callable[[bool], None],
         expect_responses: bool,
         expect_transcripts: bool,
         backoff_initial: float,
@@ -146,6 +147,7 @@ class Rollover:
         self._activity = activity
         self._audio_queued = audio_queued
         self._busy = busy
+        self._listen = listen
         self._expect = (expect_responses, expect_transcripts)
         self._backoff = (backoff_initial, backoff_max)
         self._extra = log_extra
@@ -209,6 +211,7 @@ class Rollover:
 
     async def reset(self) -> None:
         """The current call is over: stop preparing and hang up a prepared call not taken."""
+        self._listen(False)
         await cancel_and_wait(self._task)
         self._task = None
         self._current = None
@@ -226,6 +229,7 @@ class Rollover:
 
     async def _prepare(self, leg: CallLeg) -> None:
         await asyncio.sleep(max(0.0, leg.connected_at + self._after_s - time.monotonic()))
+        self._listen(True)  # the microphone's own level: speech before the model reports it
         attempt = 0
         while leg.alive:
             if not self._quiet():

@@ -143,9 +143,10 @@ class ParticipantSession:
         self.rollover = Rollover(
             after_s=settings.session_rollover_s,
             open_call=self._open_leg,
-            activity=lambda: self._last_activity,
+            activity=self._last_sound,
             audio_queued=lambda: self._source.queued_duration if self._source else 0.0,
             busy=lambda: self._tools is not None and self._tools.busy,
+            listen=lambda on: setattr(self._mic, "watch_level", on),
             expect_responses=settings.response_policy == "auto",
             expect_transcripts=bool(settings.transcription_model),
             backoff_initial=settings.retry_backoff_initial,
@@ -165,6 +166,11 @@ class ParticipantSession:
 
     def dropped_frames(self) -> int:
         return self._mic.dropped + (self._pump.dropped if self._pump is not None else 0)
+
+    def _last_sound(self) -> float:
+        """When the human or the agent was last heard, or the human last chatted (monotonic)."""
+        agent = self._pump.last_sound_at if self._pump is not None else -float("inf")
+        return max(self._last_activity, self._mic.last_loud_at, agent)
 
     # ---- lifecycle -------------------------------------------------------------------------
 

@@ -10,23 +10,11 @@ from bridge.local.livekit_server import LiveKitServer
 from tests.conftest import BridgeSettings
 from tests.integration.test_room_worker import call_of, call_ready, room_name, wait_for, worker
 from tests.room_harness import Transcript, humans
+from tests.signals import SAMPLE_RATE
 
 pytestmark = pytest.mark.timeout(90)
 
 CPS = 15.0  # the emulator's speaking rate (chars per second of answer audio)
-
-
-def bursts(times: list[float], gap: float = 0.4) -> list[tuple[float, float]]:
-    """(start, end) of the runs of loud frames separated by more than ``gap`` seconds."""
-    spans: list[tuple[float, float]] = []
-    begin = prev = times[0]
-    for t in times[1:]:
-        if t - prev > gap:
-            spans.append((begin, prev))
-            begin = t
-        prev = t
-    spans.append((begin, prev))
-    return spans
 
 
 async def test_rollover_waits_for_a_quiet_moment_and_nothing_is_cut(
@@ -65,18 +53,18 @@ async def test_rollover_waits_for_a_quiet_moment_and_nothing_is_cut(
             await wait_for(carried, timeout=5)
         assert session.stats.failures == {}
         assert session.rollover.rollovers >= 3
-        # Every answer was heard to its end, in the turn's call (the speaker followed).
-        track = alice.agent_tracks()[0]
-        heard = bursts(track.loud)
+        # Every answer was played to its end by the call that made it, before the switch.
         spoken = [len(a.text) / CPS for a in alice.final_transcripts(bridge.identity)]
-        zero = heard[0][0]
-        why = (
-            [(round(a - zero, 2), round(b - zero, 2)) for a, b in heard],
-            spoken,
-            [round(t - zero, 2) for t in session.rollover.switched_at],
-        )
-        assert len(heard) == 3, why
-        assert all(b - a >= s - 0.5 for (a, b), s in zip(heard, spoken, strict=True)), why
+        played = [call.snapshot()["audio_out_s"] for call in calls[:3]]
+        assert all(abs(p - s) <= 0.1 for p, s in zip(played, spoken, strict=True)), (played, spoken)
+        # ...and heard in the room, none of it after the last switch. (The human's own decoder
+        # conceals and stretches under load, so the ear gets a looser bound than the source.)
+        track = alice.agent_tracks()[0]
+        frame_s = len(track.samples[-1]) / SAMPLE_RATE
+        heard = frame_s * len(track.loud)
+        last_switch = session.rollover.switched_at[-1]
+        assert heard >= 0.8 * sum(spoken), (heard, spoken)
+        assert not [t for t in track.loud if t > last_switch]
         for call in calls[:-1]:
             assert call.events_out.get("input_audio_buffer.speech_started", 0) <= 1
         # The room saw no restart: one answer track, and never back to initializing.
