@@ -1,0 +1,281 @@
+"""Tools end to end: a real livekit-server, the emulator (its ``tool_calls`` option makes the
+model call a tool when a user turn contains a phrase) and SDK humans who chat and register RPC
+methods. HTTP tools are served by a loopback server that verifies each signature with
+openai-python's Standard Webhooks verifier."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from livekit import rtc
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from bridge.emulator.app import EmulatorServer
+from bridge.emulator.options import EmulatorOptions, ToolCallScript
+from bridge.emulator.peer import EmulatedCall
+from bridge.local.livekit_server import LiveKitServer
+from bridge.room.worker import RoomWorker
+from bridge.service.eligibility import decide
+from tests.conftest import BridgeSettings
+from tests.env import EMULATOR_KEY
+from tests.integration.test_room_worker import call_of, call_ready, room_name, wait_for, worker
+from tests.room_harness import humans
+from tests.tool_server import ToolServer
+
+pytestmark = pytest.mark.timeout(90)
+
+SECRET = "whsec_" + base64.b64encode(b"tool-secret-for-tests-0123").decode()
+ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {"number": {"type": "string"}},
+    "required": ["number"],
+}
+SCRIPTS = [
+    ToolCallScript(when="order 42", name="get_order", arguments='{"number": "42"}'),
+    ToolCallScript(when="order forty", name="get_order", arguments='{"number": 40}'),
+    ToolCallScript(when="where am i", name="get_location", arguments="{}"),
+    ToolCallScript(when="slowly", name="slow_report", arguments="{}"),
+    ToolCallScript(when="broken", name="broken_report", arguments="{}"),
+    ToolCallScript(when="everything", name="big_report", arguments="{}"),
+    ToolCallScript(when="goodbye", name="end_call", arguments="{}"),
+    ToolCallScript(when="please leave", name="leave", arguments="{}"),
+]
+
+
+@pytest_asyncio.fixture
+async def tool_server() -> AsyncIterator[ToolServer]:
+    async with ToolServer(SECRET) as server:
+        yield server
+
+
+def tools(server: ToolServer) -> list[dict[str, Any]]:
+    return [
+        {"name": "get_order", "parameters": ORDER_SCHEMA, "url": f"{server.url}/orders"},
+        {"name": "get_location", "description": "Where the caller is.", "rpc": "getLocation"},
+        {"name": "slow_report", "url": f"{server.url}/slow", "timeout": 0.5},
+        {"name": "broken_report", "url": f"{server.url}/broken"},
+        {"name": "big_report", "url": f"{server.url}/big"},
+        {"name": "end_call", "builtin": "end_call"},
+        {"name": "leave", "builtin": "leave_room"},
+    ]
+
+
+def script(emulator: EmulatorServer) -> None:
+    emulator.emulator.options = EmulatorOptions(
+        api_key=SecretStr(EMULATOR_KEY), tool_calls=SCRIPTS, chars_per_second=40.0
+    )
+
+
+def outputs(call: EmulatedCall) -> list[str]:
+    return [i["text"] for i in call.snapshot()["items"] if i["type"] == "function_call_output"]
+
+
+def count(tool: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value("bridge_tool_calls_total", {"tool": tool, "outcome": outcome})
+    return value or 0.0
+
+
+async def test_http_and_rpc_tools_and_their_failures(
+    bridge_settings: BridgeSettings,
+    livekit_server: LiveKitServer,
+    emulator: EmulatorServer,
+    tool_server: ToolServer,
+) -> None:
+    script(emulator)
+    settings = bridge_settings(tools=tools(tool_server), tools_secret=SECRET)
+    room = room_name()
+    rpc_calls: list[rtc.RpcInvocationData] = []
+
+    async def get_location(data: rtc.RpcInvocationData) -> str:
+        rpc_calls.append(data)
+        return json.dumps({"city": "Berlin"})
+
+    ok_before = count("get_order", "ok")
+    async with humans(livekit_server, room, "alice") as (alice,), worker(settings, room) as bridge:
+        alice.room.local_participant.register_rpc_method("getLocation", get_location)
+        await call_ready(bridge, "alice")
+        call = call_of(emulator, bridge, "alice")
+
+        async def ask(text: str, n: int) -> str:
+            """Chat ``text``; returns the agent's answer once it is in the room's transcript."""
+            await alice.chat(text)
+            await wait_for(lambda: len(outputs(call)) >= n, 20)
+            await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= n, 20)
+            return alice.final_transcripts(bridge.identity)[n - 1].text
+
+        # An HTTP tool: validated arguments out, signed; its answer reaches the model and room.
+        answer = await ask("Where is my order 42?", 1)
+        assert "shipped on Monday" in outputs(call)[0]
+        assert "shipped on Monday" in answer, answer
+        assert tool_server.rejected == 0
+        (request,) = tool_server.requests
+        assert request["name"] == "get_order"
+        assert request["arguments"] == {"number": "42"}
+        assert request["room"] == room
+        assert request["participant"] == {"identity": "alice", "name": "alice"}
+        assert tool_server.headers[0]["webhook-id"] == f"msg_{request['call_id']}"
+        items = call.snapshot()["items"]
+        kinds = [i["type"] for i in items]
+        assert kinds.index("function_call") < kinds.index("function_call_output")
+        assert any(i["text"] == 'get_order({"number": "42"})' for i in items)
+        assert "thinking" in alice.states
+        assert count("get_order", "ok") == ok_before + 1
+
+        # An RPC tool: called on the human whose model asked, with the arguments as payload.
+        answer = await ask("where am I right now", 2)
+        (invocation,) = rpc_calls
+        assert invocation.caller_identity == bridge.identity
+        assert json.loads(invocation.payload) == {}
+        assert "Berlin" in answer, answer
+
+        # Failures: each gives the model a short error output, and the session carries on.
+        failures = [
+            ("is order forty late?", "invalid_arguments", "40 is not of type 'string'"),
+            ("report slowly", "timeout", "did not answer within 0.5 s"),
+            ("the broken report", "http_error", "HTTP 500"),
+            ("tell me everything", "too_large", "larger than 16384 bytes"),
+        ]
+        for n, (text, outcome, words) in enumerate(failures, start=3):
+            answer = await ask(text, n)
+            output = json.loads(outputs(call)[n - 1])
+            assert output["error"] == outcome, output
+            assert words in output["message"], output
+            assert outcome in answer
+        # Nothing of the failing tool's body reaches the model.
+        assert not any("secret=xyz" in text for text in outputs(call))
+        # Invalid arguments never reached the tool.
+        assert [r["arguments"] for r in tool_server.requests if r["name"] == "get_order"] == [
+            {"number": "42"}
+        ]
+        assert list(call.errors) == []  # every event valid both ways; no unknown call_id
+        assert bridge.sessions["alice"].call_id == call.id  # same call all along
+        await wait_for(lambda: alice.states[-1:] == ["listening"])
+
+
+async def test_end_call_hangs_up_that_human_after_the_goodbye(
+    bridge_settings: BridgeSettings,
+    livekit_server: LiveKitServer,
+    emulator: EmulatorServer,
+    tool_server: ToolServer,
+) -> None:
+    script(emulator)
+    settings = bridge_settings(tools=tools(tool_server), tools_secret=SECRET)
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice", "bob") as (alice, bob),
+        worker(settings, room) as bridge,
+    ):
+        removed = asyncio.Event()
+        heard_goodbye: list[bool] = []
+
+        def on_disconnected(reason: rtc.DisconnectReason.ValueType) -> None:
+            finals = alice.final_transcripts(bridge.identity)
+            heard_goodbye.append(any("goodbye" in t.text for t in finals))
+            removed.set()
+
+        alice.room.on("disconnected", on_disconnected)
+        await call_ready(bridge, "alice")
+        await call_ready(bridge, "bob")
+        bob_call = bridge.sessions["bob"].call_id
+        assert bob_call is not None
+        await alice.chat("That is all, goodbye!")
+        await asyncio.wait_for(removed.wait(), 30)
+        # The goodbye (the answer to end_call's output) was in the room before the hang-up.
+        assert heard_goodbye == [True]
+        await wait_for(lambda: "alice" not in bridge.sessions)
+        # Only that human's call ended: bob's session and call go on.
+        assert bridge.sessions["bob"].call_id == bob_call
+        assert emulator.emulator.calls[bob_call].state == "active"
+        assert not bridge.room.remote_participants.get("alice")
+        await bob.chat("are you still there?")
+        await bob.wait_until(lambda: bool(bob.final_transcripts(bridge.identity)), 20)
+
+
+async def test_leave_room_after_the_goodbye(
+    bridge_settings: BridgeSettings,
+    livekit_server: LiveKitServer,
+    emulator: EmulatorServer,
+    tool_server: ToolServer,
+) -> None:
+    script(emulator)
+    settings = bridge_settings(tools=tools(tool_server), tools_secret=SECRET)
+    room = room_name()
+    async with humans(livekit_server, room, "alice") as (alice,), worker(settings, room) as bridge:
+        await call_ready(bridge, "alice")
+        call = call_of(emulator, bridge, "alice")
+        await alice.chat("please leave us alone")
+        reason = await asyncio.wait_for(bridge.wait(), 30)
+        assert reason == "the model called leave_room"
+        # The goodbye (the only spoken answer) had finished playing when the agent left.
+        assert call.events_out["output_audio_buffer.stopped"] == 1
+        await alice.wait_until(
+            lambda: any("goodbye" in t.text for t in alice.final_transcripts(bridge.identity))
+        )
+        assert alice.room.isconnected()  # the human stays; only the agent leaves
+
+
+async def test_room_metadata_narrows_the_tools(
+    bridge_settings: BridgeSettings,
+    livekit_server: LiveKitServer,
+    emulator: EmulatorServer,
+    tool_server: ToolServer,
+) -> None:
+    script(emulator)
+    settings = bridge_settings(tools=tools(tool_server), tools_secret=SECRET)
+    metadata = json.dumps({"ai": {"tools": ["get_order"]}})
+    decision = decide(settings, "r", metadata)
+    assert decision.eligible
+    hostile = {"ai": {"tools": [{"name": "steal", "url": "http://169.254.169.254/"}]}}
+    assert not decide(settings, "r", json.dumps(hostile)).eligible
+    assert not decide(settings, "r", json.dumps({"ai": {"tools": ["steal"]}})).eligible
+    room = room_name()
+    async with humans(livekit_server, room, "alice") as (alice,):
+        bridge = RoomWorker(settings, room, overrides=decision.overrides)
+        await bridge.start()
+        try:
+            await call_ready(bridge, "alice")
+            call = call_of(emulator, bridge, "alice")
+            assert [t["name"] for t in call.model.session["tools"]] == ["get_order"]
+            # The model cannot call a tool the room did not select.
+            await alice.chat("where am I?")
+            await alice.wait_until(lambda: bool(alice.final_transcripts(bridge.identity)), 20)
+            assert outputs(call) == []
+        finally:
+            await bridge.aclose()
+
+
+async def test_barge_in_records_the_result_without_resuming(
+    bridge_settings: BridgeSettings,
+    livekit_server: LiveKitServer,
+    emulator: EmulatorServer,
+    tool_server: ToolServer,
+) -> None:
+    script(emulator)
+    tool_server.slow_seconds = 2.5
+    declared = tools(tool_server)
+    declared[2] = {**declared[2], "timeout": 6.0}
+    settings = bridge_settings(tools=declared, tools_secret=SECRET)
+    room = room_name()
+    async with humans(livekit_server, room, "alice") as (alice,), worker(settings, room) as bridge:
+        await call_ready(bridge, "alice")
+        call = call_of(emulator, bridge, "alice")
+        await alice.chat("report slowly please")
+        await wait_for(lambda: bool(tool_server.requests), 15)
+        # While the tool runs the agent is thinking (response.done came, no answer yet).
+        await alice.wait_until(lambda: alice.states[-1:] == ["thinking"], 5)
+        # The human speaks over the wait: their turn is answered, the tool's is not resumed.
+        await alice.say(0.8, pause=0.7)
+        await wait_for(lambda: len(outputs(call)) == 1, 15)
+        await alice.wait_until(lambda: bool(alice.final_transcripts(bridge.identity)), 20)
+        await wait_for(lambda: alice.states[-1:] == ["listening"], 15)
+        assert "too late" in outputs(call)[0]  # recorded in the conversation
+        assert call.events_in["response.create"] == 1  # only the chat's
+        first = alice.final_transcripts(bridge.identity)[0].text
+        assert first.startswith("Answer 2. I heard: utterance"), first
