@@ -14,8 +14,6 @@ import os
 import re
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Builtin = Literal["end_call", "leave_room"]
@@ -59,6 +57,10 @@ class ToolSpec(BaseModel):
     @field_validator("parameters")
     @classmethod
     def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Imported here: jsonschema costs every command's start-up, and most declare no tools.
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
         try:
             Draft202012Validator.check_schema(value)
         except SchemaError as exc:

@@ -507,6 +507,8 @@ class ParticipantSession:
         if self._response_id is not None:
             self._interrupt()
             call.cancel_response()
+        if self._tools is not None:
+            self._tools.barge_in()  # a new turn: waiting tool results are not answered on their own
         call.send(ev.ResponseCreate())
         self._set_state(AgentState.THINKING)
 

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import ValidationError
 
 from bridge.aio import TaskSet
-from bridge.config import SessionOverrides, Settings
+from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.metrics import WEBHOOKS
 from bridge.service.agent_worker import AgentWorker
 from bridge.service.dispatch import Dispatcher, Outcome, Rooms
@@ -190,6 +190,8 @@ class BridgeServer:
                 if body.get("overrides")
                 else None
             )
+            # Consistent with the settings, and tools only selected among the configured ones.
+            apply_overrides(self.settings, overrides)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])

@@ -313,6 +313,15 @@ async def test_dispatch_api(emulator: EmulatorServer, livekit_server: LiveKitSer
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert bad.status_code == 400 and "voice" in bad.json()["error"]
+            # Overrides may only select configured tools (none are configured here).
+            tool = await post(
+                bridge,
+                "/dispatch",
+                json={"room": room, "overrides": {"tools": ["get_order"]}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert tool.status_code == 400
+            assert "'get_order' is not a configured tool" in tool.json()["error"]
             ok = await post(
                 bridge,
                 "/dispatch",

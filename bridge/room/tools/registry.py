@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from bridge.config import Settings
 from bridge.room.tools.outcome import ToolFailure
 from bridge.tool_settings import ToolSpec
@@ -14,6 +12,8 @@ from bridge.tool_settings import ToolSpec
 
 class Toolbox:
     def __init__(self, settings: Settings) -> None:
+        from jsonschema import Draft202012Validator  # only sessions with tools need it
+
         self._tools = {tool.name: tool for tool in settings.tools}
         self._validators = {
             tool.name: Draft202012Validator(tool.parameters) for tool in settings.tools
