@@ -276,6 +276,6 @@ async def test_barge_in_records_the_result_without_resuming(
         await alice.wait_until(lambda: bool(alice.final_transcripts(bridge.identity)), 20)
         await wait_for(lambda: alice.states[-1:] == ["listening"], 15)
         assert "too late" in outputs(call)[0]  # recorded in the conversation
-        assert call.events_in["response.create"] == 1  # only the chat's
-        first = alice.final_transcripts(bridge.identity)[0].text
-        assert first.startswith("Answer 2. I heard: utterance"), first
+        # Only the chat's response.create: the human's turn was answered (by the service's
+        # VAD), the tool's result was not answered on its own.
+        assert call.events_in["response.create"] == 1
