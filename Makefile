@@ -39,7 +39,7 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
-	@chromium --version
+	@chromium --version 2>/dev/null
 
 # Rebuild the page's bundle (bridge/local/page/page.js, committed) from web/ with npm + esbuild.
 page:

@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         "--page-port",
         type=int,
         default=8788,
-        help="port of the page on 127.0.0.1 (default 8788; 0 = any free port)",
+        help="port of the page on 127.0.0.1 (default 8788, a free one if taken; 0 = any free)",
     )
     for command in (serve, join, emulator, dev):
         _global_options(command, default=argparse.SUPPRESS)
