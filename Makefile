@@ -4,16 +4,35 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit livekit-server bench clean browser page
+.PHONY: demo test lint typecheck unit livekit-server bench clean browser page lock
 .PHONY: k8s-tools lint-k8s
 
-# Virtualenv with the package and its dev tools, refreshed when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# Virtualenv with the package and its dev tools, installed from the hash-locked
+# requirements/dev.txt (never resolved afresh), refreshed when pyproject.toml or the lock changes.
+# `pip check` catches a dependency added to pyproject.toml without `make lock`.
+$(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 needed")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check || { echo "requirements/dev.txt does not match pyproject.toml: run make lock" >&2; exit 1; }
 	touch $(STAMP)
+
+# The lock files (hashes, every platform, Python 3.11+): requirements/dev.txt (make test, CI),
+# requirements/runtime.txt (the image: runtime + emulator) and requirements/build.txt (the build
+# backend), all three the same versions. Run after any change to pyproject.toml's dependencies;
+# it keeps existing pins and adds what is new. `make lock LOCK_ARGS=--upgrade` moves every pin to
+# the newest release pyproject.toml allows.
+UV_VERSION := 0.13.9
+UV_COMPILE  = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 \
+              --generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS)
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra dev --extra emulator \
+		-o requirements/dev.txt
+	$(UV_COMPILE) pyproject.toml --extra emulator -c requirements/dev.txt -o requirements/runtime.txt
+	$(UV_COMPILE) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
 
 # livekit-server: found on PATH or in .tools/, else built once with `go install`.
 livekit-server: $(STAMP)
