@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default: server_host setting)")
     serve.add_argument("--port", type=int, help="port (default: server_port setting)")
     serve.add_argument(
+        "--fd",
+        type=int,
+        metavar="N",
+        help="serve on the listening socket inherited as file descriptor N instead of "
+        "--host/--port (a supervisor or a local harness bound it; no port race)",
+    )
+    serve.add_argument(
         "--workers", type=int, help="room-worker processes (default: workers setting; 0 = cores)"
     )
 

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING
 from bridge.config import ConfigError, SessionOverrides, Settings
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from bridge.service.workers import WorkerPool
 
 logger = logging.getLogger("bridge")
@@ -61,13 +64,13 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     try:
+        site = _site(runner, host, port, args.fd)
         await pool.start()
-        await web.TCPSite(runner, host, port).start()
+        await site.start()
         server.start()
         logger.info(
-            "serving on http://%s:%d with %d workers, up to %d sessions",
-            host,
-            port,
+            "serving on %s with %d workers, up to %d sessions",
+            site.name,
             count,
             settings.max_sessions,
         )
@@ -85,6 +88,22 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     logger.info("stopped")
     return 0
+
+
+def _site(runner: web.AppRunner, host: str, port: int, fd: int | None) -> web.BaseSite:
+    """``--fd N``: the listening socket a parent bound and handed down; else host and port."""
+    from aiohttp import web
+
+    if fd is None:
+        return web.TCPSite(runner, host, port)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        raise ConfigError(f"--fd {fd} is not a socket") from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise ConfigError(f"--fd {fd} is not a stream socket")
+    return web.SockSite(runner, sock)
 
 
 def _metrics_dir() -> str:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -21,7 +22,8 @@ from livekit.protocol import models
 from livekit.protocol.webhook import WebhookEvent
 
 from bridge.emulator.app import EmulatorServer
-from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
+from bridge.local.ports import loopback_listener
 from bridge.processes import stop_process
 from tests.env import EMULATOR_KEY, LOOPBACK_ENV
 
@@ -90,29 +92,37 @@ async def serve(
     server: LiveKitServer,
     emulator: EmulatorServer,
     *,
-    port: int | None = None,
+    listener: socket.socket | None = None,
     workers: int = 1,
     **settings: str,
 ) -> AsyncIterator[ServeProcess]:
-    port = port or free_port()
+    """``room-bridge serve`` on ``listener`` (a ``loopback_listener()`` whose port the caller
+    already gave livekit-server for its webhooks), else on a fresh one: the socket is bound here
+    and inherited (``--fd``), so no other process can take the port in between."""
+    own = listener is None
+    sock = loopback_listener() if listener is None else listener
+    port = int(sock.getsockname()[1])
     with tempfile.TemporaryDirectory(prefix="serve-") as tmp:
         log = Path(tmp) / "serve.log"
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                env=serve_env(server, emulator, **settings),
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
+        try:
+            with log.open("wb") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bridge",
+                    "serve",
+                    "--fd",
+                    str(sock.fileno()),
+                    "--workers",
+                    str(workers),
+                    env=serve_env(server, emulator, **settings),
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    pass_fds=(sock.fileno(),),
+                )
+        finally:
+            if own:
+                sock.close()
         process = ServeProcess(proc, port, log)
         try:
             await process.wait_healthy()
@@ -123,10 +133,20 @@ async def serve(
 
 
 @contextlib.asynccontextmanager
-async def livekit_with_webhooks(*ports: int) -> AsyncIterator[LiveKitServer]:
-    config = LiveKitServerConfig(webhook_urls=[f"http://127.0.0.1:{p}/webhook" for p in ports])
-    async with LiveKitServer(config) as server:
+async def livekit_with_webhooks(*listeners: socket.socket) -> AsyncIterator[LiveKitServer]:
+    """A livekit-server whose webhooks go to the ``serve`` processes that will get these
+    listeners."""
+    urls = [f"http://127.0.0.1:{sock.getsockname()[1]}/webhook" for sock in listeners]
+    async with LiveKitServer(LiveKitServerConfig(webhook_urls=urls)) as server:
         yield server
+
+
+@contextlib.asynccontextmanager
+async def listeners(count: int = 1) -> AsyncIterator[list[socket.socket]]:
+    """``count`` loopback listeners for ``serve`` processes, closed on exit (async only to sit in
+    one ``async with`` with the servers)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(loopback_listener()) for _ in range(count)]
 
 
 def signed_webhook(

@@ -11,9 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from bridge.local.livekit_server import free_port
 from tests.env import LOOPBACK_ENV
 
 
@@ -31,10 +28,10 @@ class EmulatorProcess:
 async def emulator_process(
     api_key: str, options: dict[str, Any] | None = None, *, log_level: str = "WARNING"
 ) -> AsyncIterator[EmulatorProcess]:
-    """Start it on a free loopback port, wait until it answers; SIGTERM it on exit (and check it
-    stopped cleanly, exit code 0)."""
-    port = free_port()
-    argv = ["--port", str(port), "--api-key", api_key]
+    """Start it on a port it binds itself (``--port 0``) and reports on stdout, so no other
+    process can take the port in between; SIGTERM it on exit (and check it stopped cleanly, exit
+    code 0)."""
+    argv = ["--port", "0", "--api-key", api_key]
     if options:
         argv += ["--options", json.dumps(options)]
     proc = await asyncio.create_subprocess_exec(
@@ -46,20 +43,17 @@ async def emulator_process(
         "emulator",
         *argv,
         env={**os.environ, **LOOPBACK_ENV},
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    base = f"http://127.0.0.1:{port}/v1"
+    assert proc.stdout is not None
     try:
-        async with httpx.AsyncClient() as client:
-            # Up to a minute: on a loaded shared machine its start-up takes far more than 10 s.
-            for _ in range(600):
-                with contextlib.suppress(httpx.HTTPError):
-                    await client.get(f"{base}/_emulator/calls", timeout=0.5)
-                    break
-                if proc.returncode is not None:
-                    break
-                await asyncio.sleep(0.1)
+        # "emulator listening: OPENAI_BASE_URL=http://127.0.0.1:PORT/v1", once it listens; up to
+        # a minute: on a loaded shared machine its start-up takes far more than 10 s.
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        _, found, base = line.strip().partition("OPENAI_BASE_URL=")
+        if not found:
+            raise RuntimeError(f"emulator did not start: {line!r}")
         yield EmulatorProcess(base, proc)
     finally:
         if proc.returncode is None:

@@ -1,8 +1,8 @@
 """``room-bridge dev``: the whole local stack in one command, and a simulated human to talk to it.
 
-    livekit-server (free loopback ports, webhooks -> serve)
+    livekit-server (free loopback ports, webhooks -> serve; retried on a lost port race)
     emulator       (in this process; skipped when OPENAI_API_KEY is set: the real API is used)
-    serve          (a child process, exactly as deployed)
+    serve          (a child process, exactly as deployed, on a socket we bound for it)
     a human        (LiveKit SDK participant) who joins the room, speaks, and prints what flows
 
 With the emulator the human speaks generated tones (the emulator transcribes them as
@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -31,8 +32,9 @@ from bridge.config import Settings
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.voice import tone
-from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from bridge.local.page_server import PageServer, Room
+from bridge.local.ports import loopback_listener
 from bridge.local.tokens import participant_token
 from bridge.processes import stop_process
 from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE
@@ -201,23 +203,26 @@ class SimulatedHuman:
 
 
 @contextlib.asynccontextmanager
-async def _serve(env: dict[str, str], port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def _serve(
+    env: dict[str, str], listener: socket.socket
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``serve`` on the listener we bound (inherited as ``--fd``: nothing can take its port)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bridge",
         "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        "--fd",
+        str(listener.fileno()),
         "--workers",
         "1",
         env=env,
         stderr=asyncio.subprocess.PIPE,
+        pass_fds=(listener.fileno(),),
         # Ctrl-C reaches only us; we drain the bridge with one SIGTERM.
         start_new_session=True,
     )
+    listener.close()  # the child has its own copy
     assert proc.stderr is not None
     relay = asyncio.ensure_future(_relay(proc.stderr))
     try:
@@ -247,9 +252,10 @@ async def run(settings: Settings, opts: DevOptions) -> int:
     if settings.log_level == "INFO":
         logging.getLogger("bridge").setLevel(logging.WARNING)
     real_api = settings.openai_api_key is not None
-    bridge_port = free_port()
-    config = LiveKitServerConfig(webhook_urls=[f"http://127.0.0.1:{bridge_port}/webhook"])
     async with contextlib.AsyncExitStack() as stack:
+        listener = stack.enter_context(loopback_listener())
+        bridge_port = int(listener.getsockname()[1])
+        config = LiveKitServerConfig(webhook_urls=[f"http://127.0.0.1:{bridge_port}/webhook"])
         server = await stack.enter_async_context(LiveKitServer(config))
         say("[livekit]", f"livekit-server {server.url} (webhooks -> bridge :{bridge_port})")
         env = {
@@ -273,7 +279,7 @@ async def run(settings: Settings, opts: DevOptions) -> int:
                 "OPENAI_BASE_URL": emulator.base_url,
                 "BRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1",
             }
-        await stack.enter_async_context(_serve(env, bridge_port))
+        await stack.enter_async_context(_serve(env, listener))
         page = await stack.enter_async_context(
             PageServer(_page_room(settings, server, room, real_api=real_api), opts.page_port)
         )

@@ -1,5 +1,7 @@
 """A local ``livekit-server`` for tests and ``dev``: find (or build) it, start it on free loopback
-ports with a generated config, wait until it answers, stop it.
+ports with a generated config, wait until it answers, stop it. A start that loses a port race
+(another process bound one of its ports first) is retried whole with fresh ports
+(``bridge.local.ports``).
 
 Every packet stays on this machine: the server binds 127.0.0.1 only, advertises 127.0.0.1 as its
 only ICE candidate address, never asks a STUN server for its public address, and hands clients a
@@ -25,7 +27,10 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+from livekit import api
 
+from bridge.local import ports
+from bridge.local.ports import free_port
 from bridge.processes import stop_process
 
 logger = logging.getLogger(__name__)
@@ -33,10 +38,18 @@ logger = logging.getLogger(__name__)
 LIVEKIT_SERVER_VERSION = "v1.13.5"
 LIVEKIT_SERVER_MODULE = "github.com/livekit/livekit-server/cmd/server"
 BINARY_NAME = "livekit-server"
+# Whole starts tried before a lost port race is the caller's problem.
+START_ATTEMPTS = 5
+
+__all__ = ["LiveKitServer", "LiveKitServerConfig", "LiveKitServerError", "PortInUse", "free_port"]
 
 
 class LiveKitServerError(RuntimeError):
     pass
+
+
+class PortInUse(LiveKitServerError):
+    """livekit-server could not bind a port of its config: another process took it first."""
 
 
 def tools_dir() -> Path:
@@ -110,13 +123,6 @@ def ensure_binary() -> Path:
     return target
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class LiveKitServerConfig:
     api_key: str = field(default_factory=lambda: "API" + secrets.token_hex(6))
@@ -131,9 +137,10 @@ class LiveKitServerConfig:
     log_level: str = "warn"
 
     def allocate(self) -> None:
-        self.port = self.port or free_port()
-        self.rtc_tcp_port = self.rtc_tcp_port or free_port()
-        self.rtc_udp_port = self.rtc_udp_port or free_port(socket.SOCK_DGRAM)
+        """Pick the ports left at 0."""
+        self.port = self.port or ports.free_port()
+        self.rtc_tcp_port = self.rtc_tcp_port or ports.free_port()
+        self.rtc_udp_port = self.rtc_udp_port or ports.free_port(socket.SOCK_DGRAM)
 
     def render(self) -> str:
         """The server's YAML config (JSON is YAML)."""
@@ -149,7 +156,7 @@ class LiveKitServerConfig:
                 "ips": {"includes": ["127.0.0.1/32"]},
                 # Unused loopback port: clients get a STUN server that never answers, instead of
                 # falling back to a public one.
-                "stun_servers": [f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"],
+                "stun_servers": [f"127.0.0.1:{ports.free_port(socket.SOCK_DGRAM)}"],
             },
             "turn": {"enabled": False},
             "keys": {self.api_key: self.api_secret},
@@ -196,8 +203,32 @@ class LiveKitServer:
         return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
 
     async def start(self, timeout: float = 20.0) -> None:
-        binary = self._binary or await asyncio.to_thread(ensure_binary)
-        self.config.allocate()
+        """Start it and wait until it accepts our API key. Ports the config leaves at 0 are
+        picked here, and picked afresh for a new start when one was taken first (up to
+        ``START_ATTEMPTS`` starts)."""
+        binary = self._binary
+        if binary is None:
+            binary = await asyncio.to_thread(ensure_binary)
+        given = (self.config.port, self.config.rtc_tcp_port, self.config.rtc_udp_port)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self.config.port, self.config.rtc_tcp_port, self.config.rtc_udp_port = given
+            self.config.allocate()
+            try:
+                await self._start_once(binary, timeout)
+            except PortInUse as exc:
+                if attempt == START_ATTEMPTS or all(given):
+                    raise
+                logger.warning(
+                    "livekit-server start %d of %d lost a port race (%s); again on fresh ports",
+                    attempt,
+                    START_ATTEMPTS,
+                    exc,
+                )
+            else:
+                logger.info("livekit-server ready on %s", self.url)
+                return
+
+    async def _start_once(self, binary: Path, timeout: float) -> None:
         self._workdir = tempfile.TemporaryDirectory(prefix="livekit-")
         workdir = Path(self._workdir.name)
         config_path = workdir / "livekit.yaml"
@@ -218,19 +249,27 @@ class LiveKitServer:
         except BaseException:
             await self.aclose()
             raise
-        logger.info("livekit-server ready on %s", self.url)
 
     async def _wait_ready(self, timeout: float) -> None:
+        """Until the server on our port accepts our key: a 200 from whatever else took the port
+        (another test run's livekit-server) is not ours, and our process exits meanwhile."""
+        token = (
+            api.AccessToken(self.api_key, self.api_secret)
+            .with_grants(api.VideoGrants(room_list=True))
+            .to_jwt()
+        )
+        probe = f"{self.http_url}/twirp/livekit.RoomService/ListRooms"
+        headers = {"Authorization": f"Bearer {token}"}
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1.0) as client:
             while time.monotonic() < deadline:
                 assert self._proc is not None
                 if self._proc.returncode is not None:
-                    raise LiveKitServerError(
-                        f"livekit-server exited with {self._proc.returncode}:\n{self.log_tail()}"
-                    )
+                    tail = self.log_tail()
+                    error = PortInUse if ports.is_address_in_use(tail) else LiveKitServerError
+                    raise error(f"livekit-server exited with {self._proc.returncode}:\n{tail}")
                 with contextlib.suppress(httpx.HTTPError):
-                    response = await client.get(self.http_url)
+                    response = await client.post(probe, json={}, headers=headers)
                     if response.status_code == 200:
                         return
                 await asyncio.sleep(0.1)

@@ -16,10 +16,11 @@ from livekit import api
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.emulator.app import EmulatorServer
-from bridge.local.livekit_server import LiveKitServer, free_port
+from bridge.local.livekit_server import LiveKitServer
 from tests.dispatch_harness import (
     ServeProcess,
     agents_in,
+    listeners,
     livekit_with_webhooks,
     participant_joined,
     serve,
@@ -60,10 +61,12 @@ def metric(text: str, name: str, **labels: str) -> float:
 async def test_webhook_brings_the_agent_only_to_eligible_rooms(
     emulator: EmulatorServer,
 ) -> None:
-    port = free_port()
     async with (
-        livekit_with_webhooks(port) as server,
-        serve(server, emulator, port=port, rooms="pattern", room_patterns="support-*") as bridge,
+        listeners() as (listener,),
+        livekit_with_webhooks(listener) as server,
+        serve(
+            server, emulator, listener=listener, rooms="pattern", room_patterns="support-*"
+        ) as bridge,
     ):
         eligible, other = room_name("support"), room_name("chat")
         async with humans(server, eligible, "alice") as (alice,), humans(server, other, "bob"):
@@ -148,11 +151,11 @@ async def _has_agent(server: LiveKitServer, room: str) -> bool:
 
 
 async def test_two_serve_processes_give_one_agent_per_room(emulator: EmulatorServer) -> None:
-    port_a, port_b = free_port(), free_port()
     async with (
-        livekit_with_webhooks(port_a, port_b) as server,
-        serve(server, emulator, port=port_a, reconcile_interval="2") as first,
-        serve(server, emulator, port=port_b, reconcile_interval="2") as second,
+        listeners(2) as (listener_a, listener_b),
+        livekit_with_webhooks(listener_a, listener_b) as server,
+        serve(server, emulator, listener=listener_a, reconcile_interval="2") as first,
+        serve(server, emulator, listener=listener_b, reconcile_interval="2") as second,
     ):
         rooms = [room_name() for _ in range(3)]
         people = [Human(server, room, f"human-{i}") for i, room in enumerate(rooms)]
@@ -182,10 +185,12 @@ async def test_reconcile_joins_a_room_whose_webhook_never_came(
 
 
 async def test_at_capacity_readyz_fails_and_rooms_are_left_alone(emulator: EmulatorServer) -> None:
-    port = free_port()
     async with (
-        livekit_with_webhooks(port) as server,
-        serve(server, emulator, port=port, max_sessions="1", reconcile_interval="1") as bridge,
+        listeners() as (listener,),
+        livekit_with_webhooks(listener) as server,
+        serve(
+            server, emulator, listener=listener, max_sessions="1", reconcile_interval="1"
+        ) as bridge,
     ):
         assert (await bridge.get("/readyz")).status_code == 200
         first, second = room_name(), room_name()
