@@ -54,6 +54,12 @@ async def emulator_process(
         _, found, base = line.strip().partition("OPENAI_BASE_URL=")
         if not found:
             raise RuntimeError(f"emulator did not start: {line!r}")
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    try:
         yield EmulatorProcess(base, proc)
     finally:
         if proc.returncode is None:

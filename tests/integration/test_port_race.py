@@ -71,6 +71,7 @@ def test_picked_ports_avoid_the_ephemeral_range_and_repeats() -> None:
     assert not [p for p in picked if low <= p <= high]
 
 
+@pytest.mark.timeout(300)
 async def test_serve_refuses_an_fd_that_is_no_socket() -> None:
     read_end, write_end = os.pipe()
     try:
@@ -92,7 +93,7 @@ async def test_serve_refuses_an_fd_that_is_no_socket() -> None:
             stderr=asyncio.subprocess.PIPE,
             pass_fds=(read_end,),
         )
-        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 240)
     finally:
         os.close(read_end)
         os.close(write_end)
