@@ -36,6 +36,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from bridge.tool_settings import McpServer, ToolSpec, check_secret, check_tools
@@ -540,6 +541,8 @@ def load_settings(
             settings = Settings.model_validate({**settings.model_dump(), **overrides})
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(err) for err in exc.errors())) from None
+    except SettingsError as exc:  # a list or table setting from the environment is not JSON
+        raise ConfigError(f"{exc}: lists and tables from the environment are JSON") from None
     return settings
 
 

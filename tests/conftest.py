@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest_asyncio
+from hypothesis import settings
 from pydantic import SecretStr
 
 from bridge.config import Settings
@@ -58,3 +60,10 @@ async def bridge_settings(
         )
 
     yield make
+
+
+# Property-based tests (tests/fuzz/): a short run in `make test`, a long one on demand with
+# HYPOTHESIS_PROFILE=long. No deadline: a loaded shared machine makes single examples slow.
+settings.register_profile("short", max_examples=200, deadline=None)
+settings.register_profile("long", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "short"))

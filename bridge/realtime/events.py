@@ -320,14 +320,29 @@ def parse_server_event(data: Any) -> ServerEvent:
         return UnknownEvent(type="<invalid>", problem="message is not an event object")
     cls = _SERVER_EVENTS.get(data["type"])
     if cls is None:
-        return UnknownEvent.model_validate(data)
+        return _unknown(data, None)
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raw = {k: v for k, v in data.items() if k != "problem"}
-        return UnknownEvent.model_validate({**raw, "problem": f"{where}: {first['msg']}"})
+        return _unknown(data, _one_line(f"{where}: {first['msg']}"))
+
+
+def _unknown(data: dict[str, Any], problem: str | None) -> UnknownEvent:
+    """The payload kept untyped; only our own fields are set from what we checked (a model's
+    ``event_id: null`` must not make this raise)."""
+    raw = {k: v for k, v in data.items() if k not in ("event_id", "problem")}
+    event_id = data.get("event_id")
+    return UnknownEvent.model_validate(
+        {**raw, "event_id": event_id if isinstance(event_id, str) else "", "problem": problem}
+    )
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Model-supplied text (field names) for a log line: printable, one line, bounded."""
+    flat = "".join(c if c.isprintable() else " " for c in text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 # ---- client events --------------------------------------------------------------------------
