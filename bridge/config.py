@@ -39,6 +39,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from bridge.prices import ModelPrice, merge_prices
 from bridge.tool_settings import McpServer, ToolSpec, check_secret, check_tools
 
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
@@ -49,6 +50,9 @@ Voice = Literal[
 Audience = Literal["room", "private"]
 ResponsePolicy = Literal["auto", "listen", "addressed"]
 TurnDetection = Literal["server_vad", "semantic_vad", "none"]
+BudgetAction = Literal["listen", "leave"]
+# Settings that are TOML tables ([prices."gpt-realtime"]) rather than keys.
+TABLE_SETTINGS = frozenset({"prices"})
 
 
 class ConfigError(Exception):
@@ -101,6 +105,8 @@ class SessionOverrides(BaseModel):
     transcription_language: str | None = Field(default=None, max_length=16)
     # Names of configured tools this room's sessions get (a subset; metadata never defines one).
     tools: list[str] | None = Field(default=None, max_length=128)
+    # May only lower the operator's budget (see apply_overrides).
+    max_room_cost_usd: float | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class Settings(BaseSettings):
@@ -214,6 +220,15 @@ class Settings(BaseSettings):
     max_output_tokens: int | Literal["inf"] = Field(
         default="inf", description="Cap on tokens per response (1..4096 or `inf`)."
     )
+    retention_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "Session `truncation`: when the context fills, keep this fraction of it "
+            "(`retention_ratio`), so the cached prefix stays stable; unset = `auto`."
+        ),
+    )
 
     # ---- Room behaviour ----------------------------------------------------------------------
     agent_name: str = Field(
@@ -298,6 +313,25 @@ class Settings(BaseSettings):
         description="`whsec_<base64>` key signing HTTP tool calls (Standard Webhooks; secret).",
     )
 
+    # ---- Cost ------------------------------------------------------------------------------------
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description=(
+            'USD per 1M tokens by model (`[prices."gpt-realtime"]` tables in TOML, JSON in '
+            "the environment); merged over the built-in table (OpenAI, October 2025)."
+        ),
+    )
+    max_room_cost_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Budget per room in USD (model + transcription); room metadata may lower it.",
+    )
+    budget_action: BudgetAction = Field(
+        default="listen",
+        description="When a room passes its budget: `listen` (no more answers) or `leave`.",
+    )
+
     # ---- Dispatch service --------------------------------------------------------------------
     server_host: str = Field(default="127.0.0.1", description="`serve` bind address.")
     server_port: int = Field(default=8080, ge=1, le=65535, description="`serve` port.")
@@ -362,6 +396,16 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="`json` for one JSON object per line (Kubernetes)."
     )
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object: {exc.msg}") from None
+        return merge_prices(value)
 
     @field_validator(
         "ice_servers", "ice_host_addresses", "address_names", "room_patterns", mode="before"
@@ -532,7 +576,7 @@ def load_settings(
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]} in the environment")
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in TABLE_SETTINGS:
             raise ConfigError(f"config file {path}: [{key}] tables are not settings; use keys")
     try:
         settings = Settings(**data)
@@ -565,5 +609,9 @@ def apply_overrides(settings: Settings, overrides: SessionOverrides | None) -> S
             settings.tool_choice not in wanted
         ):
             changes["tool_choice"] = "auto"
+    budget = changes.get("max_room_cost_usd")
+    if budget is not None and settings.max_room_cost_usd is not None:
+        # A room may spend less than the operator allows, never more.
+        changes["max_room_cost_usd"] = min(budget, settings.max_room_cost_usd)
     # Validated again as a whole: an override can make settings inconsistent.
     return Settings.model_validate({**settings.model_dump(), **changes})

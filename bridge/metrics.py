@@ -65,3 +65,14 @@ AGENT_REGISTRATIONS = Counter(
     "Agent-worker registration attempts, by result (ok, failed).",
     ["result"],
 )
+COST_USD = Counter(
+    "bridge_cost_usd_total",
+    "Model and transcription cost in USD, by model (priced by `prices`; unpriced usage not "
+    "included).",
+    ["model"],
+)
+BUDGET_EVENTS = Counter(
+    "bridge_room_budget_total",
+    "Rooms reaching their budget: `warning` at 80 %, `exceeded` when passed.",
+    ["event"],
+)

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.config import Settings, env_name
+from bridge.config import TABLE_SETTINGS, Settings, env_name
+from bridge.prices import DEFAULT_PRICES, PRICES_READ
 
 SECTIONS = {
     "livekit_url": "LiveKit",
@@ -20,6 +21,7 @@ SECTIONS = {
     "instructions": "Session sent to the model",
     "agent_name": "Room behaviour",
     "tools": "Tools",
+    "prices": "Cost",
     "server_host": "Dispatch service",
     "log_level": "Logging",
 }
@@ -57,7 +59,7 @@ def render_markdown() -> str:
     for name, field in Settings.model_fields.items():
         default = _default(name)
         shown = "—" if default is None else f"`{_toml_value(default)}`"
-        if isinstance(default, str) and len(default) > 40:
+        if (isinstance(default, str) and len(default) > 40) or name in TABLE_SETTINGS:
             shown = "(see config/bridge.toml)"
         lines.append(f"| `{name}` | `{env_name(name)}` | {shown} | {field.description or ''} |")
     return "\n".join(lines) + "\n"
@@ -78,10 +80,17 @@ def render_toml() -> str:
         default = _default(name)
         if name in TABLE_LISTS:
             out.append(f"# (none by default: [[{name}]] tables, at the end of this file)")
+        elif name in TABLE_SETTINGS:
+            out.append(f'# (the [{name}."..."] tables are at the end of this file)')
         elif default is None or _is_secret(name):
             out.append(f"# {name} = ")
         else:
             out.append(f"{name} = {_toml_value(default)}")
+    out += ["", f"# ---- Prices: USD per 1M tokens (OpenAI's published prices, {PRICES_READ}) ---"]
+    out.append("# A kind left out is unknown (never zero). Add a table for any other model.")
+    for model, kinds in DEFAULT_PRICES.items():
+        out += ["", f"[prices.{json.dumps(model)}]"]
+        out += [f"{kind} = {_toml_value(price)}" for kind, price in kinds.items()]
     return "\n".join(out) + "\n"
 
 

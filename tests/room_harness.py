@@ -60,6 +60,7 @@ class Human:
         self.transcripts: list[Transcript] = []
         self.states: list[str] = []
         self.legacy: list[tuple[str, str, bool]] = []  # (participant, text, final)
+        self.chats: list[tuple[str, str]] = []  # (sender, text) on lk.chat
         self._tasks: list[asyncio.Task[Any]] = []
         # The SDK's AudioSource takes one capture at a time: the silence task and say() share it.
         self._capture_lock = asyncio.Lock()
@@ -72,6 +73,7 @@ class Human:
         self.room.on("participant_attributes_changed", self._on_attributes)
         self.room.on("transcription_received", self._on_legacy)
         self.room.register_text_stream_handler("lk.transcription", self._on_transcript)
+        self.room.register_text_stream_handler("lk.chat", self._on_chat)
         token = human_token(
             self.server, self.room_name, self.identity, kind=self.kind, room_config=self.room_config
         )
@@ -165,6 +167,15 @@ class Human:
             )
             self._changed.notify_all()
 
+    def _on_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        self._tasks.append(asyncio.create_task(self._read_chat(reader, sender)))
+
+    async def _read_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        text = await reader.read_all()
+        async with self._changed:
+            self.chats.append((sender, text))
+            self._changed.notify_all()
+
     def _on_legacy(
         self,
         segments: list[rtc.TranscriptionSegment],
@@ -233,8 +244,9 @@ class Human:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        with contextlib.suppress(Exception):
-            self.room.unregister_text_stream_handler("lk.transcription")
+        for topic in ("lk.transcription", "lk.chat"):
+            with contextlib.suppress(Exception):
+                self.room.unregister_text_stream_handler(topic)
         await asyncio.wait_for(self.room.disconnect(), 10)
         await self.source.aclose()
 

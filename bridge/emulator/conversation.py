@@ -29,6 +29,7 @@ class Entry:
     text: str
     audio_ms: int = 0  # audio the item carries (user input or model output), for usage
     call_id: str = ""  # function_call / function_call_output
+    image_tokens: int = 0  # video snapshots the model took in with this item
 
     def listing(self) -> dict[str, Any]:
         return {"id": self.id, "role": self.role, "type": self.type, "text": self.text}

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bridge.aio import TaskSet, cancel_and_wait
+from bridge.emulator.billing import IMAGE_TOKENS, Bill
 from bridge.emulator.conversation import Conversation, UnknownItemError
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.voice import VoiceTrack, tone
@@ -47,7 +48,6 @@ class ErrorSink(Protocol):
 
 # Keep this much input audio for echo answers and client commits.
 INPUT_HISTORY_MS = 30_000
-IMAGE_TOKENS_PER_SNAPSHOT = 765
 
 
 def new_id(prefix: str) -> str:
@@ -105,38 +105,6 @@ def session_from_request(requested: dict[str, Any] | None) -> dict[str, Any]:
 
 
 @dataclass
-class Usage:
-    """Token accounting per the protocol doc: user audio 1 token/100 ms, model audio 1/50 ms;
-    the whole conversation is billed again as input on every response."""
-
-    user_audio_ms: int = 0
-    model_audio_ms: int = 0
-    text_chars: int = 0
-    images: int = 0
-
-    def response(self, out_audio_ms: int, out_text: str, images_now: int) -> dict[str, Any]:
-        audio_in = self.user_audio_ms // 100 + self.model_audio_ms // 50
-        text_in = self.text_chars // 4
-        image_in = (self.images + images_now) * IMAGE_TOKENS_PER_SNAPSHOT
-        audio_out = out_audio_ms // 50
-        text_out = len(out_text) // 4
-        input_tokens = audio_in + text_in + image_in
-        output_tokens = audio_out + text_out
-        return {
-            "total_tokens": input_tokens + output_tokens,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "input_token_details": {
-                "text_tokens": text_in,
-                "audio_tokens": audio_in,
-                "image_tokens": image_in,
-                "cached_tokens": 0,
-            },
-            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
-        }
-
-
-@dataclass
 class _Response:
     id: str
     item_id: str
@@ -181,7 +149,7 @@ class FakeModel:
         self._turns = 0  # user turns so far; each may trigger the scripted tool calls once
         self._called_turn = 0
         self._tool_outputs: list[str] = []  # function_call_output since the last response
-        self.usage = Usage()
+        self.bill = Bill()
         self.audio_out_started = False
 
     async def aclose(self) -> None:
@@ -193,6 +161,11 @@ class FakeModel:
     def turn_detection(self) -> dict[str, Any] | None:
         value = self.session["audio"]["input"].get("turn_detection")
         return value if isinstance(value, dict) else None
+
+    @property
+    def _transcription_model(self) -> str:
+        transcription = self.session["audio"]["input"].get("transcription") or {}
+        return str(transcription.get("model") or "")
 
     @property
     def transcribes(self) -> bool:
@@ -233,7 +206,6 @@ class FakeModel:
 
     async def on_audio(self, pcm: Pcm) -> None:
         self._history.append(pcm)
-        self.usage.user_audio_ms += FRAME_MS
         self._buffer_ms += FRAME_MS
         if self.turn_detection is None:
             return
@@ -345,7 +317,9 @@ class FakeModel:
                 "item_id": item_id,
                 "content_index": 0,
                 "transcript": transcript,
-                "usage": {"type": "duration", "seconds": round(duration_ms / 1000, 3)},
+                "usage": self.bill.transcription(
+                    self._transcription_model, transcript, duration_ms
+                ),
             }
         )
 
@@ -376,7 +350,6 @@ class FakeModel:
             if item.get("role") == "user" and texts:
                 self._heard = " ".join(texts)
                 self._turns += 1
-                self.usage.text_chars += len(self._heard)
         elif item.get("type") == "function_call_output":
             if not self._has_call(str(item.get("call_id"))):
                 self._error(
@@ -388,7 +361,6 @@ class FakeModel:
                 )
                 return
             self._tool_outputs.append(str(item.get("output", "")))
-            self.usage.text_chars += len(self._tool_outputs[-1])
         try:
             self._add_item(item, previous_item_id)
         except UnknownItemError:
@@ -718,11 +690,23 @@ class FakeModel:
         entry = self.conversation.get(response.item_id)
         if entry is not None and not response.calls:  # the client may have deleted it already
             entry.text, entry.audio_ms = text, out_audio_ms
-        usage = self.usage.response(out_audio_ms, text, self._images_pending)
-        self.usage.images += self._images_pending
-        self._images_pending = 0
-        self.usage.model_audio_ms += out_audio_ms
-        self.usage.text_chars += len(text)
+        entries = self.conversation.entries()
+        own = {response.item_id, *(str(c["id"]) for c in response.calls)}
+        if self._images_pending:
+            # The snapshot the model looked at joins the context with the newest input item.
+            seen = next((e for e in reversed(entries) if e.id not in own), None)
+            if seen is not None:
+                seen.image_tokens += IMAGE_TOKENS * self._images_pending
+            self._images_pending = 0
+        usage = self.bill.response(
+            response_id=response.id,
+            status=status,
+            session=self.session,
+            entries=entries,
+            exclude=own,
+            out_audio_ms=out_audio_ms,
+            out_text=text,
+        )
         details: dict[str, Any] = {"type": status}
         if reason:
             details["reason"] = reason

@@ -365,6 +365,9 @@ class EmulatedCall:
             "errors": list(self.errors),
             "items": self.model.conversation.listing(),
             **({"loopback": self._loopback.stats()} if self._loopback is not None else {}),
+            # The bill: each response's usage, and each input transcription's.
+            "responses": list(self.model.bill.responses),
+            "transcriptions": list(self.model.bill.transcriptions),
         }
 
     def _voiced_out(self) -> int:

@@ -71,4 +71,11 @@ def build_session(
         choice = settings.tool_choice
         named = choice not in ("auto", "none", "required")
         session["tool_choice"] = {"type": "function", "name": choice} if named else choice
+    if settings.retention_ratio is not None:
+        # Dropping a fixed share when the context fills keeps the prefix (and its cache) stable
+        # for many turns, instead of shifting it by one turn on every response ("auto").
+        session["truncation"] = {
+            "type": "retention_ratio",
+            "retention_ratio": settings.retention_ratio,
+        }
     return session

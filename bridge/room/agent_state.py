@@ -15,7 +15,12 @@ from enum import Enum
 from livekit import rtc
 
 from bridge.aio import TaskSet
-from bridge.room.identity import HUMAN_STATE_ATTRIBUTE, HUMAN_TRACK_ATTRIBUTE, STATE_ATTRIBUTE
+from bridge.room.identity import (
+    HUMAN_STATE_ATTRIBUTE,
+    HUMAN_TRACK_ATTRIBUTE,
+    NOTICE_ATTRIBUTE,
+    STATE_ATTRIBUTE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,7 @@ class AttributeWriter:
         self._tasks = tasks
         self._states: dict[str, AgentState] = {}
         self._tracks: dict[str, str] = {}
+        self._notice = ""
         self._published: dict[str, str] = {}
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -73,6 +79,10 @@ class AttributeWriter:
             self._tracks[identity] = track_sid
         self._dirty.set()
 
+    def set_notice(self, text: str) -> None:
+        self._notice = text
+        self._dirty.set()
+
     def remove(self, identity: str) -> None:
         self._states.pop(identity, None)
         self._tracks.pop(identity, None)
@@ -88,6 +98,8 @@ class AttributeWriter:
             wanted[HUMAN_STATE_ATTRIBUTE + identity] = state.value
         for identity, sid in self._tracks.items():
             wanted[HUMAN_TRACK_ATTRIBUTE + identity] = sid
+        if self._notice:
+            wanted[NOTICE_ATTRIBUTE] = self._notice
         # LiveKit deletes an attribute that is set to the empty string.
         for key in self._published:
             wanted.setdefault(key, "")

@@ -17,6 +17,8 @@ NAME_ATTRIBUTE = "lk.agent.name"
 # Per-human attributes of our own (LiveKit reserves the lk. prefix for its conventions).
 HUMAN_STATE_ATTRIBUTE = "bridge.state."
 HUMAN_TRACK_ATTRIBUTE = "bridge.track."
+# Something the room should know about the agent, in plain words (e.g. its budget is spent).
+NOTICE_ATTRIBUTE = "bridge.notice"
 
 TOKEN_TTL = timedelta(minutes=15)
 

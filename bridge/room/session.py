@@ -39,8 +39,10 @@ from bridge.realtime import (
     build_session,
 )
 from bridge.realtime import events as ev
+from bridge.realtime.session_config import turn_detection
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.agent_state import AgentState, AttributeWriter
+from bridge.room.budget import SessionCost
 from bridge.room.media import MicrophonePump, SpeakerPump, VideoSampler
 from bridge.room.rollover import CallLeg, Rollover
 from bridge.room.tools.builtins import RoomActions
@@ -102,6 +104,7 @@ class ParticipantSession:
         on_track_published: Callable[[], None],
         on_gave_up: Callable[[ParticipantSession], None] | None = None,
         tool_actions: RoomActions | None = None,
+        cost: SessionCost | None = None,
     ) -> None:
         self.settings = settings
         self.identity = human.identity
@@ -134,6 +137,7 @@ class ParticipantSession:
         self._closer = Closer()
         self.slot_released = False  # the room worker's session budget, given back once
         self.usage = UsageTotals()
+        self.cost = cost
         self.stats = SessionStats()
         self._uplink_residence: deque[float] = deque(maxlen=10_000)
         self.ended_reason: str | None = None
@@ -261,13 +265,18 @@ class ParticipantSession:
         if self._source is not None:
             await self._source.aclose()
         self._attributes.remove(self.identity)
+        spent: dict[str, object] = {}
+        if self.cost is not None:
+            self.cost.end()
+            spent = self.cost.spend.log_extra()
         logger.info(
-            "session ended (%s): %d calls, %d responses, tokens %s",
+            "session ended (%s): %d calls, %d responses, tokens %s, cost %s",
             self.ended_reason,
             self.stats.calls,
             self.usage.responses,
             dict(self.usage.tokens),
-            extra={**self._extra, "call_id": self.last_call_id},
+            self.cost.spend.describe() if self.cost is not None else "not counted",
+            extra={**self._extra, "call_id": self.last_call_id, **spent},
         )
 
     # ---- calls --------------------------------------------------------------------------------
@@ -481,6 +490,34 @@ class ParticipantSession:
         if self._on_gave_up is not None:
             self._on_gave_up(self)  # its capacity slot can serve someone else
 
+    def stop_answering(self, *, transcribe: bool) -> None:
+        """The room's budget is spent: no more answers from now on (this call and the next),
+        and no transcription unless ``transcribe``."""
+        update: dict[str, object] = {"response_policy": "listen"}
+        if not transcribe:
+            update["transcription_model"] = ""
+        self.settings = self.settings.model_copy(update=update)
+        call = self._call
+        if call is None:
+            return
+        audio_input: dict[str, object] = {
+            "turn_detection": turn_detection(
+                self.settings, create_response=False, interrupt_response=False
+            )
+        }
+        if not transcribe:
+            audio_input["transcription"] = None
+        try:
+            if self._response_id is not None:
+                self._interrupt()
+                call.cancel_response()
+            call.send(
+                ev.SessionUpdate(session={"type": "realtime", "audio": {"input": audio_input}})
+            )
+        except RealtimeClosedError:
+            pass  # the next call is set up from the settings above
+        self._set_state(AgentState.LISTENING)
+
     # ---- room -> model --------------------------------------------------------------------------
 
     def send_text(self, text: str) -> None:
@@ -548,6 +585,8 @@ class ParticipantSession:
     def _on_input_completed(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.InputTranscriptCompleted)
         self._input_text.pop(event.item_id, None)
+        if self.cost is not None:
+            self.cost.transcription(event.usage)
         transcript = event.transcript.strip()
         if self._transcripts is not None:
             self._transcripts.human(event.item_id, transcript, final=True)
@@ -626,6 +665,8 @@ class ParticipantSession:
         if usage is not None:
             self.usage.add(usage)
             self._room_usage.add(usage)
+            if self.cost is not None:
+                self.cost.response(usage.model_dump())
             for kind, count in usage.by_kind().items():
                 if count:
                     TOKENS.labels(kind).inc(count)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -25,6 +26,7 @@ from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.metrics import ROOMS_ACTIVE
 from bridge.realtime.http import prewarm as prewarm_calls
 from bridge.room.agent_state import AttributeWriter
+from bridge.room.budget import BUDGET_SPENT, RoomCost
 from bridge.room.capacity import SessionBudget
 from bridge.room.identity import agent_identity, agent_token, is_human
 from bridge.room.session import ParticipantSession, UsageTotals
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 CHAT_TOPIC = "lk.chat"
 CONNECT_TIMEOUT = 15.0
 CHAT_READ_TIMEOUT = 10.0
+CHAT_SEND_TIMEOUT = 10.0
 MAX_CHAT_CHARS = 8_000
 MAX_CHATS_IN_FLIGHT = 8
 
@@ -58,6 +61,7 @@ class RoomWorker:
         self.room = rtc.Room()
         self.sessions: dict[str, ParticipantSession] = {}
         self.usage = UsageTotals()
+        self.cost = RoomCost(self.settings, room_name, on_exceeded=self._budget_passed)
         self.end_reason: str | None = None
         self.duplicate = False
         self._tasks = TaskSet(f"room-{room_name}")
@@ -139,11 +143,15 @@ class RoomWorker:
                 logger.info("disconnect failed: %s", exc, extra=self._extra)
         if self._attributes is not None:
             ROOMS_ACTIVE.dec()
+        spend = self.cost.spend
+        spend.ended = time.monotonic()
         logger.info(
-            "agent left (%s); tokens %s",
+            "agent left (%s); %d responses, tokens %s, cost %s",
             self.end_reason,
-            dict(self.usage.tokens),
-            extra=self._extra,
+            spend.responses,
+            dict(spend.tokens),
+            spend.describe(),
+            extra={**self._extra, **spend.log_extra()},
         )
 
     def _end(self, reason: str) -> None:
@@ -305,7 +313,10 @@ class RoomWorker:
                 on_track_published=self._update_permissions,
                 on_gave_up=self._release_slot,
                 tool_actions=WorkerActions(self.settings, self.room_name, self._tasks, self.stop),
+                cost=self.cost.session(),
             )
+            if self.cost.exceeded:
+                session.stop_answering(transcribe=self._transcribe_over_budget)
             self.sessions[participant.identity] = session
             logger.info(
                 "session starting", extra={**self._extra, "participant": participant.identity}
@@ -374,6 +385,39 @@ class RoomWorker:
         self.room.local_participant.set_track_subscription_permissions(
             allow_all_participants=False, participant_permissions=permissions
         )
+
+    # ---- cost ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """This room for ``GET /rooms``: humans, state, duration, tokens and cost so far."""
+        state = self._attributes.room_state.value if self._attributes is not None else "joining"
+        return {"humans": len(self.humans()), "state": state, **self.cost.status()}
+
+    @property
+    def _transcribe_over_budget(self) -> bool:
+        # Listening on past the budget costs only transcription: keep it when its price is
+        # known (it is counted and shown), drop it when it would be spent blind.
+        return self.cost.session().transcription_priced
+
+    def _budget_passed(self, message: str) -> None:
+        """The room's budget is spent: tell the room once, then stop answering or leave."""
+        if self._attributes is not None:
+            self._attributes.set_notice(message)
+        for session in self.sessions.values():
+            session.stop_answering(transcribe=self._transcribe_over_budget)
+        self._spawn(
+            self._tell(message, then_leave=self.settings.budget_action == "leave"), "budget"
+        )
+
+    async def _tell(self, message: str, *, then_leave: bool) -> None:
+        try:
+            await asyncio.wait_for(
+                self.room.local_participant.send_text(message, topic=CHAT_TOPIC), CHAT_SEND_TIMEOUT
+            )
+        except (TimeoutError, Exception) as exc:  # the SDK raises Exception
+            logger.warning("could not tell the room about its budget: %s", exc, extra=self._extra)
+        if then_leave:
+            self._end(BUDGET_SPENT)
 
     # ---- chat ---------------------------------------------------------------------------------
 

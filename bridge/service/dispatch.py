@@ -39,6 +39,7 @@ from livekit.protocol.webhook import WebhookEvent
 from bridge.aio import TaskSet
 from bridge.config import SessionOverrides, Settings
 from bridge.metrics import RECONCILE_RUNS
+from bridge.room.budget import BUDGET_SPENT
 from bridge.room.identity import agent_identity, is_human_kind
 from bridge.service.eligibility import decide, dispatch_overrides, merge_overrides
 from bridge.service.local_rooms import RoomInfo
@@ -252,7 +253,11 @@ class Dispatcher:
             self._start_join(room, overrides, sid=self._sids.get(room, ""), check=False)
 
     def on_room_ended(self, room: str, reason: str, duplicate: bool) -> None:
-        self._sids.pop(room, None)
+        sid = self._sids.pop(room, None)
+        if reason == BUDGET_SPENT and sid:
+            # Its budget is spent: webhooks and reconcile leave this instance of the room alone
+            # (a new instance, or an explicit POST /dispatch, starts afresh).
+            self._finished.add(sid)
         if duplicate:
             logger.info("left room %s: another agent took it", room, extra={"room": room})
         for listener in self.listeners:

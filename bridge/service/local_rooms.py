@@ -6,8 +6,9 @@ Used by each worker process of ``serve`` (bridge/workers.py) and directly by tes
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.aio import TaskSet
 from bridge.config import SessionOverrides, Settings
@@ -24,9 +25,14 @@ EndedCallback = Callable[[str, str, bool], None]
 class RoomInfo:
     sessions: int
     humans: int
+    # State, duration, tokens, cost and budget (RoomWorker.status), for GET /rooms.
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         return {"sessions": self.sessions, "humans": self.humans}
+
+    def report(self) -> dict[str, Any]:
+        return {**self.details, **self.as_dict()}
 
 
 class LocalRooms:
@@ -45,7 +51,7 @@ class LocalRooms:
 
     def status(self) -> dict[str, RoomInfo]:
         return {
-            name: RoomInfo(sessions=len(w.sessions), humans=len(w.humans()))
+            name: RoomInfo(sessions=len(w.sessions), humans=len(w.humans()), details=w.status())
             for name, w in self._workers.items()
         }
 

@@ -81,6 +81,7 @@ class BridgeServer:
         app.router.add_get(READY_PATH, self.readyz)
         app.router.add_get(METRICS_PATH, self.metrics)
         app.router.add_get("/status", self.status)
+        app.router.add_get("/rooms", self.list_rooms)
         return app
 
     def start(self) -> None:
@@ -265,6 +266,15 @@ class BridgeServer:
             workers=describe() if describe is not None else [],
             agent_dispatch=self.agent.describe() if self.agent is not None else None,
         )
+
+    async def list_rooms(self, request: web.Request) -> web.Response:
+        """``GET /rooms`` (dispatch token): each room's humans, state, duration, tokens, cost
+        and budget so far (worker processes report theirs every second)."""
+        denied = self._authorized(request)
+        if denied is not None:
+            return denied
+        rooms = {name: info.report() for name, info in self.rooms.rooms().items()}
+        return _json(200, rooms=rooms)
 
     # ---- shutdown -------------------------------------------------------------------------
 

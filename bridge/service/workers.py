@@ -10,7 +10,7 @@ Control is JSON lines over the child's stdin/stdout (logs go to stderr):
 
     parent -> child   {"op": "join", "room": R, "overrides": {...} | null}
                       {"op": "leave", "room": R}     {"op": "stop"}
-    child -> parent   {"ev": "status", "rooms": {R: {"sessions": n, "humans": h}}}
+    child -> parent   {"ev": "status", "rooms": {R: {"sessions": n, "humans": h, "details": {...}}}}
                       {"ev": "joined", "room": R}    {"ev": "join_failed", "room": R, "error": E}
                       {"ev": "ended", "room": R, "reason": E, "duplicate": bool}
 
@@ -225,7 +225,11 @@ class WorkerPool:
         if kind == "status":
             # A room under way stays in `joining` until its joined/join_failed answer.
             worker.rooms = {
-                room: RoomInfo(sessions=int(v["sessions"]), humans=int(v["humans"]))
+                room: RoomInfo(
+                    sessions=int(v["sessions"]),
+                    humans=int(v["humans"]),
+                    details=v.get("details") if isinstance(v.get("details"), dict) else {},
+                )
                 for room, v in message["rooms"].items()
             }
         elif kind in ("joined", "join_failed"):
@@ -334,7 +338,10 @@ class _Child:
         self._emit_status()
 
     def _emit_status(self) -> None:
-        rooms = {name: info.as_dict() for name, info in self.rooms.status().items()}
+        rooms = {
+            name: {**info.as_dict(), "details": dict(info.details)}
+            for name, info in self.rooms.status().items()
+        }
         self._emit({"ev": "status", "rooms": rooms})
 
     async def _status_loop(self) -> None:
