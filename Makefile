@@ -81,6 +81,8 @@ bench: livekit-server
 	$(PY) -m tests.bench.realtime_bench
 	$(PY) -m tests.bench.latency_bench
 	$(PY) -m tests.bench.latency_bench --impair 0.05,0.02 --barge-ins 0 --join-humans ""
+	$(PY) -m tests.bench.cost_bench --minutes 10
+	$(PY) -m tests.bench.cost_bench --minutes 60 --modes shared
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

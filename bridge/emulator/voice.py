@@ -89,6 +89,10 @@ class VoiceTrack(MediaStreamTrack):
         self._pts += FRAME_SAMPLES
         return frame
 
+    def advance(self) -> Pcm:
+        """The next 20 ms frame without real-time pacing (runs in simulated time)."""
+        return self._next_chunk()
+
     def _next_chunk(self) -> Pcm:
         pcm = self._pcm
         if pcm is None:
