@@ -2,8 +2,11 @@
 
     livekit-server (free loopback ports, webhooks -> serve; retried on a lost port race)
     emulator       (in this process; skipped when OPENAI_API_KEY is set: the real API is used)
-    serve          (a child process, exactly as deployed, on a socket we bound for it)
-    a human        (LiveKit SDK participant) who joins the room, speaks, and prints what flows
+    serve          (a child process, exactly as deployed, on a socket we bound for it,
+                   registered as a LiveKit agent worker)
+    a human        (LiveKit SDK participant) who joins the room, speaks, and prints what flows;
+                   their token asks for the agent by name (LiveKit agent dispatch), the way
+                   production front ends do
 
 With the emulator the human speaks generated tones (the emulator transcribes them as
 "utterance N"); with the real API, tones are not words, so the human types its turns into the
@@ -23,6 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import httpx
 import numpy as np
 from livekit import rtc
 from pydantic import SecretStr
@@ -66,8 +70,9 @@ class _Heard:
 class SimulatedHuman:
     """A participant that speaks (or types) turns and prints the agent's answers."""
 
-    def __init__(self, server: LiveKitServer, room: str, *, typed: bool) -> None:
+    def __init__(self, server: LiveKitServer, room: str, *, typed: bool, agent: str) -> None:
         self._server = server
+        self._agent = agent
         self._room_name = room
         self._typed = typed
         self.room = rtc.Room()
@@ -83,6 +88,8 @@ class SimulatedHuman:
             room=self._room_name,
             identity="simulated-human",
             name="Simulated human",
+            # Agent dispatch: creating the room with this token brings the agent.
+            agent=self._agent,
         )
         self.room.on("participant_connected", self._on_participant)
         self.room.on("participant_attributes_changed", self._on_attributes)
@@ -232,6 +239,21 @@ async def _serve(
         await asyncio.wait_for(relay, 5)
 
 
+async def _registered(port: int, agent: str, *, timeout: float) -> bool:
+    """Wait until ``serve`` is registered with LiveKit as an agent worker (and say so)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                status = (await client.get(f"http://127.0.0.1:{port}/status")).json()
+                if (status.get("agent_dispatch") or {}).get("state") == "registered":
+                    say("[livekit]", f"bridge registered as agent {agent!r} (agent dispatch)")
+                    return True
+            await asyncio.sleep(0.2)
+    say("[dev]", "the bridge did not register with LiveKit; see the [bridge] lines above")
+    return False
+
+
 async def _relay(stream: asyncio.StreamReader) -> None:
     while line := await stream.readline():
         say("[bridge]", line.decode(errors="replace").rstrip())
@@ -266,6 +288,9 @@ async def run(settings: Settings, opts: DevOptions) -> int:
             "BRIDGE_LOG_LEVEL": "WARNING",
             "BRIDGE_DRAIN_TIMEOUT": "2",
             "BRIDGE_RECONCILE_INTERVAL": "5",
+            # Only agent dispatch (the human's token) brings the agent, as in production.
+            "BRIDGE_ROOMS": "metadata",
+            "BRIDGE_AGENT_DISPATCH": "true",
         }
         if real_api:
             say("[model]", f"OPENAI_API_KEY is set: the real API at {settings.openai_base_url}")
@@ -280,6 +305,8 @@ async def run(settings: Settings, opts: DevOptions) -> int:
                 "BRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1",
             }
         await stack.enter_async_context(_serve(env, listener))
+        if not await _registered(bridge_port, settings.agent_name, timeout=60):
+            return 1
         page = await stack.enter_async_context(
             PageServer(_page_room(settings, server, room, real_api=real_api), opts.page_port)
         )
@@ -290,7 +317,7 @@ async def run(settings: Settings, opts: DevOptions) -> int:
             await asyncio.Event().wait()  # until Ctrl-C cancels us
         say("[page]", "talk to the AI in your browser (several tabs = several people):")
         print(page.url, flush=True)
-        human = SimulatedHuman(server, room, typed=real_api)
+        human = SimulatedHuman(server, room, typed=real_api, agent=settings.agent_name)
         await human.join()
         stack.push_async_callback(human.leave)
         try:
@@ -325,6 +352,7 @@ def _page_room(settings: Settings, server: LiveKitServer, room: str, *, real_api
         api_secret=server.api_secret,
         name=room,
         agent_identity=agent_identity(settings, room),
+        agent_name=settings.agent_name,
         model="openai" if real_api else "emulator",
         model_label=(
             f"OpenAI Realtime API ({settings.model})"

@@ -43,6 +43,8 @@ class Room:
     model_label: str
     audience: str
     agent_timeout_s: float = 20.0
+    # The page's tokens ask for this agent by name (LiveKit agent dispatch).
+    agent_name: str = ""
 
 
 class NameError_(ValueError):
@@ -134,7 +136,12 @@ class PageServer:
         room = self._room
         identity = identity_for(name)
         token = participant_token(
-            room.api_key, room.api_secret, room=room.name, identity=identity, name=name
+            room.api_key,
+            room.api_secret,
+            room=room.name,
+            identity=identity,
+            name=name,
+            agent=room.agent_name,
         )
         logger.info("page: %s joins room %s as %s", name, room.name, identity)
         return web.json_response(

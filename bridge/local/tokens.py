@@ -15,9 +15,11 @@ TOKEN_TTL = timedelta(minutes=15)
 
 
 def participant_token(
-    api_key: str, api_secret: str, *, room: str, identity: str, name: str = ""
+    api_key: str, api_secret: str, *, room: str, identity: str, name: str = "", agent: str = ""
 ) -> str:
-    """A short-lived token for a person (or the simulated human) to join ``room``."""
+    """A short-lived token for a person (or the simulated human) to join ``room``; with
+    ``agent``, joining asks for that agent by name (LiveKit agent dispatch through
+    ``RoomConfiguration.agents``, effective when this join creates the room)."""
     token = (
         api.AccessToken(api_key, api_secret)
         .with_identity(identity)
@@ -34,4 +36,8 @@ def participant_token(
     )
     if name:
         token = token.with_name(name)
+    if agent:
+        token = token.with_room_config(
+            api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)])
+        )
     return token.to_jwt()

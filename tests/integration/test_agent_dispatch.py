@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +20,7 @@ import pytest
 from livekit import api
 
 from bridge.emulator.app import EmulatorServer
-from bridge.local.livekit_server import LiveKitServer
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from tests.dispatch_harness import ServeProcess, agents_in, serve
 from tests.room_harness import Human
 
@@ -106,11 +109,11 @@ async def people(server: LiveKitServer, *rooms: str, agent: str = "") -> AsyncIt
             await person.leave()
 
 
-async def test_token_dispatch_brings_the_agent_with_its_settings(
+async def test_token_dispatch_brings_the_agent_with_its_settings_and_bad_input_is_survived(
     emulator: EmulatorServer, livekit_server: LiveKitServer
 ) -> None:
     agent = name("ai")
-    room = name("tok")
+    room, hostile, nobody = name("tok"), name("hostile"), name("nobody")
     known = set(emulator.emulator.calls)
     async with dispatch_serve(livekit_server, emulator, agent) as bridge:
         alice = Human(livekit_server, room, "alice")
@@ -134,16 +137,38 @@ async def test_token_dispatch_brings_the_agent_with_its_settings(
             assert status["offer_answer_ms"]["count"] == 1
             (job,) = status["jobs"].values()
             assert job == {"room": room, "running": True}
-            participants = await _participants(livekit_server, room)
-            ours = participants[f"room-bridge-{room}"]
+            ours = (await _participants(livekit_server, room))[f"room-bridge-{room}"]
             assert ours.attributes["lk.agent.name"] == agent
+
+            # Hostile and oversized metadata: logged and ignored, the dispatch still stands.
+            # A dispatch to a name nobody registered: LiveKit offers it to no one.
+            async with people(livekit_server, hostile, nobody) as (mallory, _):
+                bad = [
+                    '{"openai_base_url": "http://198.51.100.7/v1", "voice": "coral"}',
+                    "[" * 10_000,
+                    json.dumps({"instructions": "x" * 70_000}),
+                ]
+                for metadata in bad:
+                    await dispatch(livekit_server, hostile, agent, metadata)
+                await dispatch(livekit_server, nobody, name("unknown-agent"))
+                await mallory.wait_until(lambda: bool(mallory.agent_tracks()), timeout=20)
+                await eventually(lambda: _jobs_running(bridge, 4))
+                await asyncio.sleep(1.0)
+                assert await agents_in(livekit_server, nobody) == []
+                assert await agents_in(livekit_server, room) == [f"room-bridge-{room}"]
+            log = bridge.output()
+            assert "dispatch metadata ignored: openai_base_url: Extra inputs" in log
+            assert "dispatch metadata ignored: not usable JSON" in log
+            assert "dispatch metadata ignored: over 65536 characters" in log
         finally:
             await alice.leave()
-        # The agent leaves after the grace; the job ends with the room's life.
-        await eventually(lambda: _no_jobs(bridge), timeout=20)
+        # The agent leaves after the grace; its jobs end with the room's life.
+        await eventually(lambda: _jobs_in(bridge, {hostile}), timeout=20)
         metrics = (await bridge.get("/metrics")).text
-        assert 'bridge_agent_offers_total{outcome="accepted"} 1.0' in metrics
+        assert 'bridge_agent_offers_total{outcome="accepted"} 2.0' in metrics
+        assert 'bridge_agent_offers_total{outcome="already"} 2.0' in metrics
         assert "bridge_agent_registered 1.0" in metrics
+        assert (await bridge.get("/healthz")).status_code == 200
 
 
 async def _participants(server: LiveKitServer, room: str) -> dict[str, api.ParticipantInfo]:
@@ -152,30 +177,8 @@ async def _participants(server: LiveKitServer, room: str) -> dict[str, api.Parti
     return {p.identity: p for p in listed.participants}
 
 
-async def _no_jobs(bridge: ServeProcess) -> bool:
-    return not (await agent_status(bridge))["jobs"]
-
-
-async def test_create_dispatch_overrides_the_rooms_policy_and_repeats_give_one_agent(
-    emulator: EmulatorServer, livekit_server: LiveKitServer
-) -> None:
-    agent = name("ai")
-    room = name("api")
-    async with (
-        dispatch_serve(livekit_server, emulator, agent) as bridge,
-        people(livekit_server, room) as (alice,),
-    ):
-        await asyncio.sleep(1.0)
-        assert await agents_in(livekit_server, room) == []  # the policy excludes this room
-        for _ in range(3):
-            await dispatch(livekit_server, room, agent)
-        await alice.wait_until(lambda: bool(alice.agent_tracks()), timeout=20)
-        await eventually(lambda: _jobs_running(bridge, 3))
-        assert await agents_in(livekit_server, room) == [f"room-bridge-{room}"]
-        metrics = (await bridge.get("/metrics")).text
-        assert 'bridge_agent_offers_total{outcome="accepted"} 1.0' in metrics
-        assert 'bridge_agent_offers_total{outcome="already"} 2.0' in metrics
-        assert len(alice.agent_tracks()) == 1
+async def _jobs_in(bridge: ServeProcess, rooms: set[str]) -> bool:
+    return {j["room"] for j in (await agent_status(bridge))["jobs"].values()} <= rooms
 
 
 async def _jobs_running(bridge: ServeProcess, count: int) -> bool:
@@ -183,30 +186,145 @@ async def _jobs_running(bridge: ServeProcess, count: int) -> bool:
     return sum(1 for j in jobs if j["running"]) == count
 
 
-async def test_delete_dispatch_takes_the_agent_out_of_that_room_only(
+async def test_create_dispatch_overrides_the_policy_repeats_give_one_agent_delete_leaves(
     emulator: EmulatorServer, livekit_server: LiveKitServer
 ) -> None:
     agent = name("ai")
-    first, second = name("del"), name("keep")
+    first, second = name("api"), name("keep")
     async with (
         dispatch_serve(livekit_server, emulator, agent, reconcile_interval="1") as bridge,
         people(livekit_server, first, second) as (alice, bob),
     ):
-        gone = await dispatch(livekit_server, first, agent)
+        await asyncio.sleep(1.5)  # reconcile passes: the policy excludes these rooms
+        assert await agents_in(livekit_server, first) == []
+        made = [await dispatch(livekit_server, first, agent) for _ in range(3)]
         await dispatch(livekit_server, second, agent)
         for person in (alice, bob):
             await person.wait_until(lambda p=person: bool(p.agent_tracks()), timeout=20)  # type: ignore[misc]
+        await eventually(lambda: _jobs_running(bridge, 4))
+        assert await agents_in(livekit_server, first) == [f"room-bridge-{first}"]
+        assert len(alice.agent_tracks()) == 1
+        # Deleting the dispatches takes the agent out of that room only, and reconcile does
+        # not bring it back (no dispatch is listed any more).
         async with server_api(livekit_server) as lkapi:
-            await lkapi.agent_dispatch.delete_dispatch(gone.id, first)
-        # The agent leaves by itself (LiveKit would remove it only after 3 s).
+            for made_one in made:
+                await lkapi.agent_dispatch.delete_dispatch(made_one.id, first)
         await eventually(lambda: _absent(livekit_server, first), timeout=10)
-        await asyncio.sleep(2.5)  # reconcile passes: the deleted dispatch does not bring it back
+        await asyncio.sleep(2.5)
         assert await agents_in(livekit_server, first) == []
         assert await agents_in(livekit_server, second) == [f"room-bridge-{second}"]
         assert await served_by(bridge) == {second}
         metrics = (await bridge.get("/metrics")).text
         assert 'bridge_agent_terminations_total{outcome="left"} 1.0' in metrics
+        assert "terminated; leaving the room" in bridge.output()
 
 
 async def _absent(server: LiveKitServer, room: str) -> bool:
     return not await agents_in(server, room)
+
+
+async def test_two_workers_share_rooms_by_load_heal_the_fifth_and_a_killed_ones(
+    emulator: EmulatorServer, livekit_server: LiveKitServer
+) -> None:
+    agent = name("ai")
+    rooms = [name(f"r{i}") for i in range(5)]
+    settings = {"max_sessions": "2", "reconcile_interval": "1"}
+    async with (
+        dispatch_serve(livekit_server, emulator, agent, **settings) as first,
+        dispatch_serve(livekit_server, emulator, agent, **settings) as second,
+        people(livekit_server, *rooms) as humans_,
+    ):
+        by_room = dict(zip(rooms, humans_, strict=True))
+        for room in rooms[:4]:
+            await dispatch(livekit_server, room, agent)
+        for room in rooms[:4]:
+            await eventually(functools.partial(has_agent, livekit_server, room))
+        served = [await served_by(first), await served_by(second)]
+        assert [len(s) for s in served] == [2, 2], served
+        assert served[0] | served[1] == set(rooms[:4])
+
+        # Both full: LiveKit drops the fifth job (nothing is queued)...
+        fifth = rooms[4]
+        await dispatch(livekit_server, fifth, agent)
+        await asyncio.sleep(2.0)
+        assert await agents_in(livekit_server, fifth) == []
+        # ...and when a slot frees, reconcile finds the dispatch (list_dispatch) and joins.
+        await _leave(humans_, by_room[sorted(served[0])[0]])
+        try:
+            await eventually(lambda: _serves(first, fifth), timeout=30)
+        except TimeoutError:
+            import sys
+
+            print("FIRST", first.output(), "SECOND", second.output(), file=sys.stderr)
+            raise
+        await eventually(functools.partial(has_agent, livekit_server, fifth))
+
+        # The second worker's humans leave; then the first worker dies with SIGKILL. Its
+        # dispatched rooms get their AI back from the second worker's reconcile.
+        for room in served[1]:
+            await _leave(humans_, by_room[room])
+        await eventually(lambda: _serves_nothing(second), timeout=30)
+        orphans = await served_by(first)
+        children = [w["pid"] for w in (await first.status())["workers"]]
+        first.proc.send_signal(signal.SIGKILL)
+        import sys
+
+        print("ORPHANS", orphans, children, file=sys.stderr)
+        try:
+            for room in orphans:
+                await eventually(lambda r=room: _serves(second, r), timeout=40)  # type: ignore[misc]
+        except TimeoutError:
+            print("FIRST", first.output(), "SECOND", second.output(), file=sys.stderr)
+            raise
+        for room in orphans:
+            await eventually(functools.partial(has_agent, livekit_server, room))
+        # The killed parent's worker processes see their control pipe close and exit.
+        await eventually(lambda: _gone(children), timeout=30)
+    log = second.output()
+    assert "LiveKit lists a dispatch to us" in log
+
+
+async def _leave(joined: list[Human], person: Human) -> None:
+    joined.remove(person)
+    await person.leave()
+
+
+async def _serves(bridge: ServeProcess, room: str) -> bool:
+    return room in await served_by(bridge)
+
+
+async def _serves_nothing(bridge: ServeProcess) -> bool:
+    return not await served_by(bridge)
+
+
+async def _gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        return False
+    return True
+
+
+async def test_workers_register_again_after_livekit_restarts(
+    emulator: EmulatorServer,
+) -> None:
+    agent = name("ai")
+    async with (
+        LiveKitServer(LiveKitServerConfig()) as server,
+        dispatch_serve(server, emulator, agent) as bridge,
+    ):
+        await server.aclose()
+        await eventually(lambda: _state_is(bridge, "disconnected"), timeout=10)
+        await server.start()  # same ports, same keys
+        await eventually(lambda: registered(bridge, times=2), timeout=30)
+        room = name("after")
+        async with people(server, room, agent=agent) as (alice,):
+            await alice.wait_until(lambda: bool(alice.agent_tracks()), timeout=20)
+        metrics = (await bridge.get("/metrics")).text
+        assert 'bridge_agent_registrations_total{result="ok"} 2.0' in metrics
+
+
+async def _state_is(bridge: ServeProcess, state: str) -> bool:
+    return bool((await agent_status(bridge))["state"] == state)

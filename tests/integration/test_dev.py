@@ -30,6 +30,7 @@ async def test_dev_stack_talks_and_exits_cleanly() -> None:
     out, _ = await asyncio.wait_for(proc.communicate(), 100)
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text
+    assert "bridge registered as agent 'assistant' (agent dispatch)" in text
     assert "[agent]        room-bridge-dev-test joined the room" in text
     assert "[human said]   utterance 1, " in text
     assert "[agent said]   Answer 1. I heard: utterance 1, " in text
