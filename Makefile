@@ -79,6 +79,7 @@ test: lint typecheck livekit-server k8s-tools browser
 bench: livekit-server
 	$(PY) -m tests.bench.room_bench
 	$(PY) -m tests.bench.realtime_bench
+	$(PY) -m tests.bench.dispatch_bench
 	$(PY) -m tests.bench.latency_bench
 	$(PY) -m tests.bench.latency_bench --impair 0.05,0.02 --barge-ins 0 --join-humans ""
 	$(PY) -m tests.bench.cost_bench --minutes 10

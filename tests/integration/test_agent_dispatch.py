@@ -250,33 +250,19 @@ async def test_two_workers_share_rooms_by_load_heal_the_fifth_and_a_killed_ones(
         assert await agents_in(livekit_server, fifth) == []
         # ...and when a slot frees, reconcile finds the dispatch (list_dispatch) and joins.
         await _leave(humans_, by_room[sorted(served[0])[0]])
-        try:
-            await eventually(lambda: _serves(first, fifth), timeout=30)
-        except TimeoutError:
-            import sys
-
-            print("FIRST", first.output(), "SECOND", second.output(), file=sys.stderr)
-            raise
+        await eventually(lambda: _serves(first, fifth), timeout=60)
         await eventually(functools.partial(has_agent, livekit_server, fifth))
 
         # The second worker's humans leave; then the first worker dies with SIGKILL. Its
         # dispatched rooms get their AI back from the second worker's reconcile.
         for room in served[1]:
             await _leave(humans_, by_room[room])
-        await eventually(lambda: _serves_nothing(second), timeout=30)
+        await eventually(lambda: _serves_nothing(second), timeout=60)
         orphans = await served_by(first)
         children = [w["pid"] for w in (await first.status())["workers"]]
         first.proc.send_signal(signal.SIGKILL)
-        import sys
-
-        print("ORPHANS", orphans, children, file=sys.stderr)
-        try:
-            for room in orphans:
-                await eventually(lambda r=room: _serves(second, r), timeout=40)  # type: ignore[misc]
-        except TimeoutError:
-            print("FIRST", first.output(), "SECOND", second.output(), file=sys.stderr)
-            raise
         for room in orphans:
+            await eventually(lambda r=room: _serves(second, r), timeout=60)  # type: ignore[misc]
             await eventually(functools.partial(has_agent, livekit_server, room))
         # The killed parent's worker processes see their control pipe close and exit.
         await eventually(lambda: _gone(children), timeout=30)

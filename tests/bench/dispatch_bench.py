@@ -1,0 +1,150 @@
+"""Dispatch benchmark: how fast the agent comes, by LiveKit agent dispatch and by webhook.
+
+One ``serve`` (its own process, one worker) registered as agent worker, with a real
+livekit-server whose webhooks point at it, and the emulator. Each round, a human alone in a room:
+
+- **dispatch**: a room the ``rooms`` policy leaves out (``dispatch-*``); ``CreateDispatch`` is
+  sent; measured: the call returned -> the human sees the agent participant connect;
+- **webhook** (the baseline, same run, same machine): a room the policy takes (``hook-*``);
+  measured: the human's connect returned (LiveKit sends ``participant_joined``) -> the human
+  sees the agent connect.
+
+The human leaves after each round (the next room starts from an idle bridge). Also reported:
+job offer -> answer, measured inside ``serve`` from the offer frame's arrival to the answer
+written to the socket (GET /status), p50/p99 over every offer of the run.
+
+    python -m tests.bench.dispatch_bench [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from livekit import api, rtc
+from pydantic import SecretStr
+
+from bridge.emulator.app import EmulatorServer
+from bridge.emulator.options import EmulatorOptions
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from tests.bench.realtime_bench import _pct
+from tests.dispatch_harness import ServeProcess, serve
+from tests.env import EMULATOR_KEY, test_settings
+from tests.livekit import human_token, room_options
+
+AGENT = "bench-assistant"
+
+
+async def _agent_arrival(
+    server: LiveKitServer, room: str, start: asyncio.Future[float], *, joined_is_start: bool
+) -> float:
+    """Join ``room`` as a human; seconds from ``start`` (set by the caller, or the moment the
+    connect returned) to the agent connecting."""
+    arrived: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def on_participant(participant: rtc.RemoteParticipant) -> None:
+        if participant.identity.startswith("room-bridge-") and not arrived.done():
+            arrived.set_result(time.monotonic())
+
+    lk_room = rtc.Room()
+    lk_room.on("participant_connected", on_participant)
+    token = human_token(server, room, "human")
+    await asyncio.wait_for(lk_room.connect(server.url, token, room_options()), 15)
+    try:
+        if joined_is_start:
+            start.set_result(time.monotonic())
+        return await asyncio.wait_for(arrived, 60) - await start
+    finally:
+        await asyncio.wait_for(lk_room.disconnect(), 10)
+
+
+async def _dispatched(server: LiveKitServer, room: str) -> float:
+    start: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    human = asyncio.ensure_future(_agent_arrival(server, room, start, joined_is_start=False))
+    try:
+        # Wait until the human is in (the room exists), then dispatch.
+        async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lkapi:
+            while True:
+                listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+                if listed.participants:
+                    break
+                await asyncio.sleep(0.02)
+            await lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=AGENT, room=room)
+            )
+            start.set_result(time.monotonic())
+        return await human
+    finally:
+        if not human.done():
+            human.cancel()
+        await asyncio.gather(human, return_exceptions=True)
+
+
+async def _hooked(server: LiveKitServer, room: str) -> float:
+    start: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    return await _agent_arrival(server, room, start, joined_is_start=True)
+
+
+async def _idle(bridge: ServeProcess) -> None:
+    for _ in range(300):
+        if not (await bridge.status())["rooms"]:
+            return
+        await asyncio.sleep(0.1)
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    return round(_pct(values, q) * 1000, 1) if values else None
+
+
+async def main(rounds: int) -> dict[str, Any]:
+    port = free_port()
+    config = LiveKitServerConfig(webhook_urls=[f"http://127.0.0.1:{port}/webhook"])
+    options = EmulatorOptions(api_key=SecretStr(EMULATOR_KEY))
+    async with (
+        LiveKitServer(config) as server,
+        EmulatorServer(test_settings(), options) as emulator,
+        serve(
+            server,
+            emulator,
+            port=port,
+            agent_name=AGENT,
+            rooms="pattern",
+            room_patterns="hook-*",
+            reconcile_interval="600",
+            empty_room_grace="0.5",
+        ) as bridge,
+    ):
+        for _ in range(300):
+            if (await bridge.status())["agent_dispatch"]["state"] == "registered":
+                break
+            await asyncio.sleep(0.1)
+        by_dispatch: list[float] = []
+        by_webhook: list[float] = []
+        for i in range(rounds):
+            by_dispatch.append(await _dispatched(server, f"dispatch-{i}"))
+            await _idle(bridge)
+            by_webhook.append(await _hooked(server, f"hook-{i}"))
+            await _idle(bridge)
+        answers = (await bridge.status())["agent_dispatch"]["offer_answer_ms"]
+    return {
+        "rounds": rounds,
+        "offer_to_answer_ms": {"p50": answers["p50"], "p99": answers["p99"], "n": answers["count"]},
+        "dispatch_to_agent_in_room_ms": {
+            "p50": _ms(by_dispatch, 0.5),
+            "p95": _ms(by_dispatch, 0.95),
+        },
+        "webhook_to_agent_in_room_ms": {
+            "p50": _ms(by_webhook, 0.5),
+            "p95": _ms(by_webhook, 0.95),
+        },
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.rounds))), flush=True)
