@@ -122,9 +122,7 @@ class AgentWorker:
         self._dispatcher = dispatcher
         dispatcher.listeners.append(self)
         self._tasks = TaskSet("agent-worker")
-        self._outbox: asyncio.Queue[tuple[lkagent.WorkerMessage, float | None]] = asyncio.Queue(
-            OUTBOX_SIZE
-        )
+        self._outbox: asyncio.Queue[lkagent.WorkerMessage] = asyncio.Queue(OUTBOX_SIZE)
         self._connected = False
         self._go_away = False
         self._offers: dict[str, _Offer] = {}
@@ -228,7 +226,12 @@ class AgentWorker:
             self.changed()
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.BINARY:
-                    self.handle_frame(message.data)
+                    received = time.perf_counter()
+                    answer = self.handle_frame(message.data)
+                    if answer is not None:
+                        # Straight from here (no queue hop): LiveKit waits for it.
+                        await asyncio.wait_for(ws.send_bytes(answer.SerializeToString()), timeout)
+                        self._answered(time.perf_counter() - received)
                     if self._go_away:
                         break
                 elif message.type == aiohttp.WSMsgType.TEXT:
@@ -292,26 +295,26 @@ class AgentWorker:
     async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         timeout = self.settings.agent_dispatch_timeout
         while True:
-            message, received = await self._outbox.get()
+            message = await self._outbox.get()
             await asyncio.wait_for(ws.send_bytes(message.SerializeToString()), timeout)
-            if received is not None:
-                elapsed = time.perf_counter() - received
-                self._answer_seconds.append(elapsed)
-                AGENT_OFFER_SECONDS.observe(elapsed)
 
-    def _send(self, message: lkagent.WorkerMessage, received: float | None = None) -> None:
+    def _answered(self, seconds: float) -> None:
+        self._answer_seconds.append(seconds)
+        AGENT_OFFER_SECONDS.observe(seconds)
+
+    def _send(self, message: lkagent.WorkerMessage) -> None:
         if not self._connected:
             return
         try:
-            self._outbox.put_nowait((message, received))
+            self._outbox.put_nowait(message)
         except asyncio.QueueFull:
             logger.error("agent dispatch: outgoing queue full; a message to LiveKit was dropped")
 
     # ---- messages from LiveKit -----------------------------------------------------------------
 
-    def handle_frame(self, data: bytes) -> None:
-        """One binary frame from the server. Never raises: bad input is logged and dropped."""
-        received = time.perf_counter()
+    def handle_frame(self, data: bytes) -> lkagent.WorkerMessage | None:
+        """One binary frame from the server; returns the answer to an offer (to send at once).
+        Never raises: bad input is logged and dropped."""
         try:
             message = lkagent.ServerMessage.FromString(data)
             kind = message.WhichOneof("message")
@@ -321,12 +324,12 @@ class AgentWorker:
                 len(data),
                 str(exc)[:120] or type(exc).__name__,
             )
-            return
+            return None
         try:
             if kind == "availability":
                 answer = self._on_offer(message.availability.job)
-                self._send(lkagent.WorkerMessage(availability=answer), received)
-            elif kind == "assignment":
+                return lkagent.WorkerMessage(availability=answer)
+            if kind == "assignment":
                 self._on_assignment(message.assignment)
             elif kind == "termination":
                 self._on_termination(message.termination.job_id)
@@ -339,6 +342,7 @@ class AgentWorker:
                 logger.warning("agent dispatch: ignoring an unknown message from LiveKit")
         except Exception:  # a bug here must not end the registration
             logger.exception("agent dispatch: could not handle a %s message", kind)
+        return None
 
     def _refuse(self, job: lkagent.Job, reason: str, detail: str) -> lkagent.AvailabilityResponse:
         AGENT_OFFERS.labels("refused").inc()
@@ -465,7 +469,8 @@ class AgentWorker:
         if stands:
             AGENT_TERMINATIONS.labels("kept").inc()
             logger.info(
-                "agent dispatch: job %s ended by LiveKit, its dispatch stands; staying",
+                "agent dispatch: job %s ended by LiveKit (an agent of ours left the room); "
+                "its dispatch stands, so the room is not left",
                 job.id,
                 extra=extra,
             )

@@ -36,12 +36,13 @@ def offer(job_id: str, room: str, *, agent: str = "helper", metadata: str = "") 
 def sent(worker: AgentWorker) -> list[lkagent.WorkerMessage]:
     out = []
     while not worker._outbox.empty():
-        out.append(worker._outbox.get_nowait()[0])
+        out.append(worker._outbox.get_nowait())
     return out
 
 
-def answers(worker: AgentWorker) -> list[lkagent.AvailabilityResponse]:
-    return [m.availability for m in sent(worker) if m.WhichOneof("message") == "availability"]
+def handle(worker: AgentWorker, frame: bytes) -> lkagent.AvailabilityResponse | None:
+    answer = worker.handle_frame(frame)
+    return answer.availability if answer is not None else None
 
 
 async def connected(settings: Settings, rooms: FakeRooms) -> AgentWorker:
@@ -52,41 +53,39 @@ async def connected(settings: Settings, rooms: FakeRooms) -> AgentWorker:
 
 async def test_an_offer_is_answered_with_the_deterministic_identity(settings: Settings) -> None:
     worker = await connected(settings, FakeRooms())
-    worker.handle_frame(offer("AJ_1", "support-1", metadata='{"voice": "coral"}'))
-    (answer,) = answers(worker)
-    assert answer.available and answer.job_id == "AJ_1"
+    answer = handle(worker, offer("AJ_1", "support-1", metadata='{"voice": "coral"}'))
+    assert answer is not None and answer.available and answer.job_id == "AJ_1"
     assert answer.participant_identity == "room-bridge-support-1"
     assert answer.participant_attributes["lk.agent.name"] == "helper"
     assert worker._offers["AJ_1"].overrides is not None
     assert worker._offers["AJ_1"].overrides.voice == "coral"
     # The accepted offer holds a session: one more fills the instance (WS_FULL, load 1).
-    worker.handle_frame(offer("AJ_2", "support-2"))
+    assert handle(worker, offer("AJ_2", "support-2")) is not None
     updates = [m.update_worker for m in sent(worker) if m.HasField("update_worker")]
     assert updates[-1].status == lkagent.WS_FULL and updates[-1].load == 1.0
-    worker.handle_frame(offer("AJ_3", "support-3"))
-    (refused,) = answers(worker)
-    assert not refused.available
+    refused = handle(worker, offer("AJ_3", "support-3"))
+    assert refused is not None and not refused.available
     await worker.aclose()
 
 
 async def test_a_room_we_serve_is_acknowledged_not_joined_twice(settings: Settings) -> None:
     worker = await connected(settings, FakeRooms({"r": RoomInfo(sessions=1, humans=1)}))
-    worker.handle_frame(offer("AJ_1", "r"))
-    (answer,) = answers(worker)
-    assert answer.available and not worker._offers["AJ_1"].join
+    answer = handle(worker, offer("AJ_1", "r"))
+    assert answer is not None and answer.available and not worker._offers["AJ_1"].join
     await worker.aclose()
 
 
 async def test_bad_frames_and_bad_offers_are_logged_and_survived(settings: Settings) -> None:
     worker = await connected(settings, FakeRooms())
-    worker.handle_frame(b"\xff\x00not a protobuf")
-    worker.handle_frame(b"")  # an empty message: no kind
-    worker.handle_frame(offer("AJ_x", "r", agent="somebody-else"))
-    worker.handle_frame(offer("", "r"))
-    worker.handle_frame(offer("AJ_big", "r2", metadata="[" * 10_000))
-    worker.handle_frame(offer("AJ_bad", "r3", metadata='{"openai_base_url": "http://x"}'))
-    out = answers(worker)
-    assert [a.available for a in out] == [False, False, True, True]
+    assert handle(worker, b"\xff\x00not a protobuf") is None
+    assert handle(worker, b"") is None  # an empty message: no kind
+    out = [
+        handle(worker, offer("AJ_x", "r", agent="somebody-else")),
+        handle(worker, offer("", "r")),
+        handle(worker, offer("AJ_big", "r2", metadata="[" * 10_000)),
+        handle(worker, offer("AJ_bad", "r3", metadata='{"openai_base_url": "http://x"}')),
+    ]
+    assert [a is not None and a.available for a in out] == [False, False, True, True]
     assert worker._offers["AJ_big"].overrides is None
     assert worker._offers["AJ_bad"].overrides is None
     await worker.aclose()
@@ -100,9 +99,8 @@ async def test_draining_refuses_and_reports_full(settings: Settings) -> None:
     dispatcher.draining = True
     (update,) = [m.update_worker for m in sent(worker)]
     assert update.status == lkagent.WS_FULL and update.load == 0.0
-    worker.handle_frame(offer("AJ_1", "r"))
-    (answer,) = answers(worker)
-    assert not answer.available
+    answer = handle(worker, offer("AJ_1", "r"))
+    assert answer is not None and not answer.available
     await worker.aclose()
 
 
