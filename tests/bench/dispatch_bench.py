@@ -30,9 +30,9 @@ from pydantic import SecretStr
 
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
-from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig, free_port
+from bridge.local.livekit_server import LiveKitServer
 from tests.bench.realtime_bench import _pct
-from tests.dispatch_harness import ServeProcess, serve
+from tests.dispatch_harness import ServeProcess, listeners, livekit_with_webhooks, serve
 from tests.env import EMULATOR_KEY, test_settings
 from tests.livekit import human_token, room_options
 
@@ -101,16 +101,15 @@ def _ms(values: list[float], q: float) -> float | None:
 
 
 async def main(rounds: int) -> dict[str, Any]:
-    port = free_port()
-    config = LiveKitServerConfig(webhook_urls=[f"http://127.0.0.1:{port}/webhook"])
     options = EmulatorOptions(api_key=SecretStr(EMULATOR_KEY))
     async with (
-        LiveKitServer(config) as server,
+        listeners() as (listener,),
+        livekit_with_webhooks(listener) as server,
         EmulatorServer(test_settings(), options) as emulator,
         serve(
             server,
             emulator,
-            port=port,
+            listener=listener,
             agent_name=AGENT,
             rooms="pattern",
             room_patterns="hook-*",
