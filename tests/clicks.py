@@ -8,19 +8,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from tests.signals import FRAME_SAMPLES, SAMPLE_RATE, tone
+from tests.signals import SAMPLE_RATE, tone
 
-# A click: 10 ms of 1 kHz at half scale, 1 ms fades (inside one 20 ms frame, at its start).
+# A click: 60 ms of 1 kHz at half scale (1 ms... 10 ms fades): long enough that no noise
+# suppressor or DTX on the way takes it for a transient, with an onset sharp to a millisecond.
 CLICK_FREQ = 1000.0
+CLICK_SECONDS = 0.060
 ONSET_LEVEL = 2000  # |sample| that counts as the click having arrived
-QUIET_BEFORE_S = 0.06  # an onset needs this much quiet before it (echoes, decoder ringing)
+QUIET_BEFORE_S = 0.1  # an onset needs this much quiet before it (echoes, decoder ringing)
 
 
-def click_frame(samples: int = FRAME_SAMPLES) -> npt.NDArray[np.int16]:
-    out = np.zeros(samples, dtype=np.int16)
-    burst = (tone(CLICK_FREQ, 0.010, amplitude=0.5)).astype(np.int16)
-    out[: len(burst)] = burst
-    return out
+def click_frames(frame_samples: int) -> list[npt.NDArray[np.int16]]:
+    """One click, cut into frames of ``frame_samples`` (the last padded with silence)."""
+    burst = tone(CLICK_FREQ, CLICK_SECONDS, amplitude=0.5).astype(np.int16)
+    pad = (-len(burst)) % frame_samples
+    burst = np.concatenate([burst, np.zeros(pad, dtype=np.int16)])
+    return [burst[i : i + frame_samples] for i in range(0, len(burst), frame_samples)]
 
 
 @dataclass

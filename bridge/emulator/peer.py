@@ -27,8 +27,8 @@ from bridge.emulator.model import FakeModel, new_id
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.schema import check_client_event, check_server_event, check_session
 from bridge.emulator.voice import VoiceTrack
-from bridge.realtime.playout import RtpTap, TappedPacket
-from bridge.realtime.tracks import FRAME_MS, to_mono
+from bridge.realtime.playout import AudioPlayout, RtpTap, TappedPacket
+from bridge.realtime.tracks import FRAME_MS, AudioReceiver, to_mono
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ class EmulatedCall:
         # voice_mode "loopback" (fixed when the call is created): received audio goes back as is.
         self._loopback = LoopbackTrack() if options.voice_mode == "loopback" else None
         self._tap: RtpTap | None = None
+        self._input = AudioReceiver(None)
+        self._input_playout: AudioPlayout | None = None
         self._inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
         self.model = FakeModel(
             options=options, session=session, emit=self.emit, error=self.error, voice=self._voice
@@ -116,11 +118,16 @@ class EmulatedCall:
             else:
                 wanted = ("video/h264",)
             transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in wanted])
+        audio = next(t for t in pc.getTransceivers() if t.kind == "audio")
         if self._loopback is not None:
-            audio = next(t for t in pc.getTransceivers() if t.kind == "audio")
             self._tap = RtpTap(audio.receiver, self._on_loopback_packet)
             pc.addTrack(self._loopback)
         else:
+            # The fake model hears the caller through the same RTP playout as the bridge (no
+            # fixed 80 ms prefetch of aiortc's receiver), so its turn detection and barge-in
+            # timing are not padded by a buffer of the emulator's own.
+            self._input_playout = AudioPlayout(self._input.feed)
+            self._tap = RtpTap(audio.receiver, self._input_playout.add)
             pc.addTrack(self._voice)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
@@ -141,14 +148,23 @@ class EmulatedCall:
         self.emit({"type": "session.created", "session": self.model.session})
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind in ("audio", "video"):
-            self._tasks.create_task(self._media_loop(track), name=f"{track.kind}-in")
+        if track.kind == "audio" and self._loopback is None and self._input.track is None:
+            self._input.track = track  # only reports the end: frames come from the playout
+            self._tasks.create_task(self._input.run(), name="audio-end")
+            self._tasks.create_task(self._audio_loop(), name="audio-in")
+        elif track.kind == "video":
+            self._tasks.create_task(self._media_loop(track), name="video-in")
 
     def _on_state(self) -> None:
         if self._pc.connectionState in ("failed", "closed") and self.state == "active":
             self._tasks.create_task(self.end("peer_closed"), name="end")
 
     # ---- media -------------------------------------------------------------------------------
+
+    async def _audio_loop(self) -> None:
+        async for pcm in self._input.frames():
+            self.audio_in_frames += 1
+            await self.model.on_audio(pcm)
 
     async def _media_loop(self, track: MediaStreamTrack) -> None:
         while True:
@@ -338,6 +354,9 @@ class EmulatedCall:
         self._voice.stop()
         if self._tap is not None:
             self._tap.close()
+        if self._input_playout is not None:
+            self._input_playout.close()
+        self._input.end()
         if self._loopback is not None:
             self._loopback.stop()
         await self._pc.close()

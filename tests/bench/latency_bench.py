@@ -43,7 +43,7 @@ from livekit import rtc
 
 from bridge.local.livekit_server import LiveKitServer
 from tests.bench.realtime_bench import KEY
-from tests.clicks import OnsetDetector, click_frame, match, percentile
+from tests.clicks import OnsetDetector, click_frames, match, percentile
 from tests.emulator_process import emulator_process
 from tests.env import LOOPBACK_ENV
 from tests.livekit import human_token, room_options
@@ -110,11 +110,11 @@ class Clicker:
     async def send(self, clicks: int, spacing: float) -> None:
         """``clicks`` clicks ``spacing`` s apart, silence between, paced by the clock."""
         per_click = round(spacing * 100)
-        click = click_frame(FRAME_10MS)
+        click = click_frames(FRAME_10MS)
         quiet = np.zeros(FRAME_10MS, dtype=np.int16)
         start = time.perf_counter()
         for i in range(clicks * per_click):
-            pcm = click if i % per_click == 0 else quiet
+            pcm = click[i % per_click] if i % per_click < len(click) else quiet
             await self.source.capture_frame(rtc.AudioFrame(pcm.tobytes(), SAMPLE_RATE, 1, len(pcm)))
             self.sent.push(pcm, time.perf_counter())
             await asyncio.sleep(max(0.0, start + (i + 1) * 0.01 - time.perf_counter()))

@@ -1,7 +1,7 @@
 """The latency baseline: an SDK participant that republishes what it hears, in a process of its
 own like the bridge. LiveKit -> rtc.AudioStream (48 kHz mono, 20 ms, as the bridge reads a
-microphone) -> rtc.AudioSource (the bridge's queue size) -> LiveKit: LiveKit's own two legs and
-the SDK's buffers, once each way, and nothing else.
+microphone) -> rtc.AudioSource (the bridge's queue size, fed like the bridge's SpeakerPump) ->
+LiveKit: LiveKit's own two legs and the SDK's buffers, once each way, and nothing else.
 
     python -m tests.bench.republisher --room R   (LIVEKIT_* from env; stops on a stdin line)
 """
@@ -14,9 +14,11 @@ import json
 import os
 import sys
 
+import numpy as np
 from livekit import api, rtc
 
 from bridge.config import Settings
+from bridge.room.media import QUIET_FRAMES_BEFORE_SKIP, QUIET_LEVEL
 
 SAMPLE_RATE = 48_000
 
@@ -39,8 +41,18 @@ async def main() -> None:
 
     async def relay(track: rtc.Track) -> None:
         stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=20)
+        quiet_run = 0
         try:
             async for event in stream:
+                # The bridge's SpeakerPump rule: stop feeding the source after a run of digital
+                # silence (its queue drains), so both paths buffer alike.
+                pcm = np.frombuffer(event.frame.data, dtype=np.int16)
+                if int(pcm.max()) <= QUIET_LEVEL and int(pcm.min()) >= -QUIET_LEVEL:
+                    quiet_run += 1
+                    if quiet_run > QUIET_FRAMES_BEFORE_SKIP:
+                        continue
+                else:
+                    quiet_run = 0
                 await source.capture_frame(event.frame)
         finally:
             await stream.aclose()
