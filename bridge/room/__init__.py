@@ -2,7 +2,8 @@
 
 ``worker`` (RoomWorker) follows the room's humans and tracks; ``session`` (ParticipantSession)
 is one human and their model calls; ``media`` moves frames between LiveKit and aiortc;
-``transcripts`` and ``agent_state`` publish what the agent hears, says and does.
+``transcripts`` and ``agent_state`` publish what the agent hears, says and does; ``tools`` runs
+the functions the model calls.
 
 May import: ``bridge.realtime`` and the shared plumbing at ``bridge``'s top level.
 Never imports ``bridge.service``, ``bridge.local`` or ``bridge.emulator``.

@@ -82,6 +82,25 @@ def count(tool: str, outcome: str) -> float:
     return value or 0.0
 
 
+def signed_request_as_documented(tool_server: ToolServer, room: str) -> None:
+    assert tool_server.rejected == 0  # every signature verified
+    (request,) = tool_server.requests
+    assert request["name"] == "get_order"
+    assert request["arguments"] == {"number": "42"}
+    assert request["room"] == room
+    assert request["participant"] == {"identity": "alice", "name": "alice"}
+    assert tool_server.headers[0]["webhook-id"] == f"msg_{request['call_id']}"
+
+
+def failures_stayed_small(call: EmulatedCall, tool_server: ToolServer) -> None:
+    # Nothing of the failing tool's body reaches the model.
+    assert not any("secret=xyz" in text for text in outputs(call))
+    # Invalid arguments never reached the tool.
+    assert [r["arguments"] for r in tool_server.requests if r["name"] == "get_order"] == [
+        {"number": "42"}
+    ]
+
+
 async def test_http_and_rpc_tools_and_their_failures(
     bridge_settings: BridgeSettings,
     livekit_server: LiveKitServer,
@@ -114,13 +133,7 @@ async def test_http_and_rpc_tools_and_their_failures(
         answer = await ask("Where is my order 42?", 1)
         assert "shipped on Monday" in outputs(call)[0]
         assert "shipped on Monday" in answer, answer
-        assert tool_server.rejected == 0
-        (request,) = tool_server.requests
-        assert request["name"] == "get_order"
-        assert request["arguments"] == {"number": "42"}
-        assert request["room"] == room
-        assert request["participant"] == {"identity": "alice", "name": "alice"}
-        assert tool_server.headers[0]["webhook-id"] == f"msg_{request['call_id']}"
+        signed_request_as_documented(tool_server, room)
         items = call.snapshot()["items"]
         kinds = [i["type"] for i in items]
         assert kinds.index("function_call") < kinds.index("function_call_output")
@@ -148,12 +161,13 @@ async def test_http_and_rpc_tools_and_their_failures(
             assert output["error"] == outcome, output
             assert words in output["message"], output
             assert outcome in answer
-        # Nothing of the failing tool's body reaches the model.
-        assert not any("secret=xyz" in text for text in outputs(call))
-        # Invalid arguments never reached the tool.
-        assert [r["arguments"] for r in tool_server.requests if r["name"] == "get_order"] == [
-            {"number": "42"}
-        ]
+        failures_stayed_small(call, tool_server)
+        # Two calls in one response: both outputs go back, then one response.create.
+        creates = call.events_in["response.create"]
+        answer = await ask("check order 42 and where am I", 7)
+        assert "shipped on Monday" in answer and "Berlin" in answer, answer
+        assert len(outputs(call)) == 8
+        assert call.events_in["response.create"] == creates + 2  # the chat's and the tools'
         assert list(call.errors) == []  # every event valid both ways; no unknown call_id
         assert bridge.sessions["alice"].call_id == call.id  # same call all along
         await wait_for(lambda: alice.states[-1:] == ["listening"])
