@@ -48,6 +48,7 @@ Voice = Literal[
     "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"
 ]
 Audience = Literal["room", "private"]
+Mode = Literal["per_participant", "shared"]
 ResponsePolicy = Literal["auto", "listen", "addressed"]
 TurnDetection = Literal["server_vad", "semantic_vad", "none"]
 BudgetAction = Literal["listen", "leave"]
@@ -107,6 +108,9 @@ class SessionOverrides(BaseModel):
     tools: list[str] | None = Field(default=None, max_length=128)
     # May only lower the operator's budget (see apply_overrides).
     max_room_cost_usd: float | None = Field(default=None, ge=0, le=1_000_000)
+    mode: Mode | None = None
+    meeting_context: bool | None = None
+    meeting_context_max_chars: int | None = Field(default=None, ge=0, le=200_000)
 
 
 class Settings(BaseSettings):
@@ -243,8 +247,28 @@ class Settings(BaseSettings):
         max_length=64,
         description="Agent identity = prefix + room name; participants with it are never bridged.",
     )
-    mode: Literal["per_participant"] = Field(
-        default="per_participant", description="One model call per human."
+    mode: Mode = Field(
+        default="per_participant",
+        description=(
+            "`per_participant`: one model call per human; `shared`: one call for the whole "
+            "room, every microphone mixed into it (see README, Meetings)."
+        ),
+    )
+    meeting_context: bool = Field(
+        default=True,
+        description=(
+            "Every call knows the meeting: what others said (labelled), the agent's answers to "
+            "them, joins and leaves. Always off with `audience = private`."
+        ),
+    )
+    meeting_context_max_chars: int = Field(
+        default=6000,
+        ge=0,
+        le=200_000,
+        description=(
+            "Per call: text we add (meeting lines, carried-over history) kept under this many "
+            "characters; the oldest are deleted from the call past it."
+        ),
     )
     audience: Audience = Field(
         default="room", description="`room`: all hear the answer; `private`: only that human."
@@ -478,6 +502,11 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.retry_backoff_initial > self.retry_backoff_max:
             raise ValueError("retry_backoff_initial must not exceed retry_backoff_max")
+        if self.mode == "shared" and self.audience == "private":
+            raise ValueError(
+                "mode 'shared' needs audience 'room': one call answers the whole room on one "
+                "track, so its answers cannot be private"
+            )
         if self.response_policy == "addressed" and not self.transcription_model:
             raise ValueError(
                 "response_policy 'addressed' needs transcription_model: the agent is addressed "
@@ -525,6 +554,11 @@ class Settings(BaseSettings):
     @property
     def addressed_by(self) -> list[str]:
         return self.address_names or [self.agent_name]
+
+    @property
+    def meeting_enabled(self) -> bool:
+        """Meeting context is on (never under a private audience)."""
+        return self.meeting_context and self.audience == "room"
 
 
 def _describe(error: Any) -> str:

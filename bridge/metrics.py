@@ -76,3 +76,11 @@ BUDGET_EVENTS = Counter(
     "Rooms reaching their budget: `warning` at 80 %, `exceeded` when passed.",
     ["event"],
 )
+CONTEXT_ITEMS_ADDED = Counter(
+    "bridge_context_items_added_total",
+    "Text items added to model calls as context (meeting lines, history carried over).",
+)
+CONTEXT_ITEMS_TRIMMED = Counter(
+    "bridge_context_items_trimmed_total",
+    "Added items deleted from calls to stay under meeting_context_max_chars.",
+)

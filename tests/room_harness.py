@@ -47,10 +47,17 @@ class TrackAudio:
 
 class Human:
     def __init__(
-        self, server: LiveKitServer, room: str, identity: str, kind: str = "standard"
+        self,
+        server: LiveKitServer,
+        room: str,
+        identity: str,
+        kind: str = "standard",
+        *,
+        name: str | None = None,
     ) -> None:
         self.server = server
         self.kind = kind
+        self.name = name or identity
         self.room_name = room
         self.identity = identity
         self.room = rtc.Room()
@@ -75,7 +82,12 @@ class Human:
         self.room.register_text_stream_handler("lk.transcription", self._on_transcript)
         self.room.register_text_stream_handler("lk.chat", self._on_chat)
         token = human_token(
-            self.server, self.room_name, self.identity, kind=self.kind, room_config=self.room_config
+            self.server,
+            self.room_name,
+            self.identity,
+            name=self.name,
+            kind=self.kind,
+            room_config=self.room_config,
         )
         await asyncio.wait_for(self.room.connect(self.server.url, token, room_options()), 15)
         if publish_mic:

@@ -12,6 +12,7 @@ rejected session) ends the session with one error line; the room and other sessi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -43,16 +44,17 @@ from bridge.realtime.session_config import turn_detection
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.agent_state import AgentState, AttributeWriter
 from bridge.room.budget import SessionCost
+from bridge.room.conversation import ConversationState, Line
 from bridge.room.media import MicrophonePump, SpeakerPump, VideoSampler
 from bridge.room.rollover import CallLeg, Rollover
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
 from bridge.room.tools.runner import ToolRunner
+from bridge.room.meeting import Meeting
 from bridge.room.transcripts import Transcripts
 
 logger = logging.getLogger(__name__)
 
-HISTORY_TURNS = 20
 PENDING_TEXTS = 20
 # A call that lasted this long counts as a success: the retry count starts over.
 STABLE_CALL_SECONDS = 30.0
@@ -105,6 +107,7 @@ class ParticipantSession:
         on_gave_up: Callable[[ParticipantSession], None] | None = None,
         tool_actions: RoomActions | None = None,
         cost: SessionCost | None = None,
+        meeting: Meeting | None = None,
     ) -> None:
         self.settings = settings
         self.identity = human.identity
@@ -129,7 +132,14 @@ class ParticipantSession:
         self._response_id: str | None = None
         self._audio_playing = False
         self._input_text: dict[str, str] = {}
-        self._history: deque[tuple[str, str]] = deque(maxlen=HISTORY_TURNS)
+        # History carried over to a new call, and the meeting context (bridge/room/conversation.py).
+        self._meeting = meeting
+        self.conversation = ConversationState(
+            max_chars=settings.meeting_context_max_chars, extra=self._extra
+        )
+        if meeting is not None and meeting.enabled:
+            self.conversation.seed(meeting.recent())  # a late joiner gets the recent meeting
+        self._answer_started = time.monotonic()
         self._pending_texts: deque[str] = deque(maxlen=PENDING_TEXTS)
         self._last_activity = time.monotonic()
         self._expired = False
@@ -361,6 +371,7 @@ class ParticipantSession:
         session = build_session(
             self.settings, create_response=create, interrupt_response=self.speaks
         )
+        session["instructions"] = self._instructions()
         audio = PcmAudioTrack(residence=self._uplink_residence)
         video = VideoFrameTrack() if self.settings.video_enabled else None
         call = RealtimeCall(
@@ -408,7 +419,7 @@ class ParticipantSession:
         self._last_activity = time.monotonic()
         self._set_state(AgentState.LISTENING)
         try:
-            self._replay_history(call)
+            self.conversation.start_call(call)
             while self._pending_texts:
                 self._send_text(call, self._pending_texts.popleft())
             while True:
@@ -436,26 +447,13 @@ class ParticipantSession:
                 except Exception:  # a bug with one event must not end the conversation
                     logger.exception("handling %s failed", event.type, extra=self._extra)
         finally:
+            self.conversation.end_call()
             self._input_text.clear()
             self._mic.attach(None)
             self._sampler.attach(None)
             if self._transcripts is not None:
                 self._transcripts.interrupted()
             await cancel_and_wait(speaker)
-
-    def _replay_history(self, call: RealtimeCall) -> None:
-        """After the service ended a session, carry the recent conversation over as text."""
-        for role, text in self._history:
-            kind = "input_text" if role == "user" else "output_text"
-            call.send(
-                ev.ConversationItemCreate(
-                    item={
-                        "type": "message",
-                        "role": role,
-                        "content": [{"type": kind, "text": text}],
-                    }
-                )
-            )
 
     async def _backoff(self, attempt: int, exc: RealtimeError) -> None:
         delay = min(
@@ -535,7 +533,7 @@ class ParticipantSession:
 
     def _send_text(self, call: RealtimeCall, text: str) -> None:
         call.send(ev.ConversationItemCreate.user_text(text))
-        self._history.append(("user", text))
+        self.conversation.own("user", text)
         policy = self.settings.response_policy
         if policy == "listen" or (
             policy == "addressed" and not addresses(text, self.settings.addressed_by)
@@ -548,6 +546,41 @@ class ParticipantSession:
             self._tools.barge_in()  # a new turn: waiting tool results are not answered on their own
         call.send(ev.ResponseCreate())
         self._set_state(AgentState.THINKING)
+
+    # ---- the meeting (bridge/room/meeting.py) --------------------------------------------------
+
+    def _instructions(self) -> str:
+        if self._meeting is None:
+            return self.settings.instructions
+        return self._meeting.instructions(self.settings.instructions, self.name)
+
+    def meeting_line(self, line: Line) -> None:
+        """What someone else said in the meeting: context in this call, no response."""
+        with contextlib.suppress(RealtimeClosedError):  # recorded: the next call gets it
+            self.conversation.add(line)
+
+    def presence_changed(self) -> None:
+        """Someone joined or left: the instructions say who is present."""
+        call = self._call
+        if call is None or self._meeting is None or not self._meeting.enabled:
+            return
+        with contextlib.suppress(RealtimeClosedError):  # the next call gets them at set-up
+            call.update_session(instructions=self._instructions())
+
+    def _speaker(self, item_id: str) -> tuple[str, str] | None:
+        """Who spoke user turn ``item_id`` (identity, microphone sid); None: this human."""
+        return None
+
+    def _user_said(self, item_id: str, transcript: str) -> None:
+        spoken_at = self.conversation.spoken_at(item_id)
+        self.conversation.own("user", transcript, spoken_at)
+        if self._meeting is not None:
+            self._meeting.said(self.identity, self.name, transcript, spoken_at)
+
+    def _answered(self, transcript: str) -> None:
+        self.conversation.own("assistant", transcript, self._answer_started)
+        if self._meeting is not None:
+            self._meeting.answered(self.identity, self.name, transcript, self._answer_started)
 
     # ---- model -> room --------------------------------------------------------------------------
 
@@ -563,7 +596,9 @@ class ParticipantSession:
         self.stats.barge_ins += 1
 
     def _on_speech_started(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.SpeechStarted)
         self._last_activity = time.monotonic()
+        self.conversation.speech_started(event.item_id)
         if self._audio_playing or self._response_id is not None:
             self._interrupt()
             self._audio_playing = False
@@ -580,7 +615,8 @@ class ParticipantSession:
         text = self._input_text.get(event.item_id, "") + event.delta
         self._input_text[event.item_id] = text
         if self._transcripts is not None:
-            self._transcripts.human(event.item_id, text, final=False)
+            speaker = self._speaker(event.item_id)
+            self._transcripts.human(event.item_id, text, final=False, speaker=speaker)
 
     def _on_input_completed(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.InputTranscriptCompleted)
@@ -589,9 +625,10 @@ class ParticipantSession:
             self.cost.transcription(event.usage)
         transcript = event.transcript.strip()
         if self._transcripts is not None:
-            self._transcripts.human(event.item_id, transcript, final=True)
+            speaker = self._speaker(event.item_id)
+            self._transcripts.human(event.item_id, transcript, final=True, speaker=speaker)
         if transcript:
-            self._history.append(("user", transcript))
+            self._user_said(event.item_id, transcript)
         if (
             self.settings.response_policy == "addressed"
             and self._call is not None
@@ -612,6 +649,7 @@ class ParticipantSession:
         self._response_id = event.response.id
         if self._tools is not None:
             self._tools.response_created(event.response.id)
+        self._answer_started = self._last_activity
         if self._pump is not None:
             self._pump.reopen()
         if self._state is not AgentState.SPEAKING:
@@ -652,7 +690,7 @@ class ParticipantSession:
         assert isinstance(event, ev.AudioTranscriptDone)
         if self._transcripts is not None:
             self._transcripts.agent_done(event.item_id, event.transcript)
-        self._history.append(("assistant", event.transcript))
+        self._answered(event.transcript)
 
     def _on_text_done(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.TextDone)
@@ -682,6 +720,14 @@ class ParticipantSession:
         busy = self._tools is not None and self._tools.busy
         return AgentState.THINKING if busy else AgentState.LISTENING
 
+    def _on_item_added(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.ItemAdded)
+        self.conversation.item_added(str(event.item.get("id", "")), event.previous_item_id)
+
+    def _on_item_deleted(self, event: ev.ServerEvent) -> None:
+        assert isinstance(event, ev.ItemDeleted)
+        self.conversation.item_deleted(event.item_id)
+
     def _on_error(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.ErrorEvent)
         if event.error.code == "session_expired":
@@ -710,5 +756,7 @@ _HANDLERS: dict[str, Callable[[ParticipantSession, ev.ServerEvent], None]] = {
     ev.AudioTranscriptDone.TYPE: ParticipantSession._on_transcript_done,
     ev.TextDone.TYPE: ParticipantSession._on_text_done,
     ev.ResponseDone.TYPE: ParticipantSession._on_response_done,
+    ev.ItemAdded.TYPE: ParticipantSession._on_item_added,
+    ev.ItemDeleted.TYPE: ParticipantSession._on_item_deleted,
     ev.ErrorEvent.TYPE: ParticipantSession._on_error,
 }

@@ -196,23 +196,30 @@ class Transcripts:
 
     # ---- human speech ------------------------------------------------------------------------
 
-    def human(self, item_id: str, text: str, *, final: bool) -> None:
+    def human(
+        self, item_id: str, text: str, *, final: bool, speaker: tuple[str, str] | None = None
+    ) -> None:
+        """``speaker``: (identity, microphone track sid) when it is not this session's human
+        (shared mode publishes each turn on behalf of whoever spoke it)."""
         sid = segment_id(item_id)
-        self._enqueue(lambda: self._write_human(sid, text, final))
+        identity, track = speaker or (self._human, self._human_track)
+        self._enqueue(lambda: self._write_human(sid, text, final, identity, track))
 
-    async def _write_human(self, sid: str, text: str, final: bool) -> None:
+    async def _write_human(
+        self, sid: str, text: str, final: bool, identity: str, track: str
+    ) -> None:
         writer = await self._participant.stream_text(
             topic=TOPIC,
-            sender_identity=self._human,
+            sender_identity=identity,
             attributes={
                 SEGMENT_ID: sid,
-                TRACK_ID: self._human_track,
+                TRACK_ID: track,
                 FINAL: "true" if final else "false",
             },
         )
         await writer.write(text)
         await writer.aclose()
-        await self._legacy(self._human, self._human_track, sid, text, final)
+        await self._legacy(identity, track, sid, text, final)
 
     # ---- plumbing ----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from bridge.room.agent_state import AttributeWriter
 from bridge.room.budget import BUDGET_SPENT, RoomCost
 from bridge.room.capacity import SessionBudget
 from bridge.room.identity import agent_identity, agent_token, is_human
+from bridge.room.meeting import Meeting
 from bridge.room.session import ParticipantSession, UsageTotals
 from bridge.room.tools.builtins import WorkerActions
 
@@ -62,6 +63,7 @@ class RoomWorker:
         self.sessions: dict[str, ParticipantSession] = {}
         self.usage = UsageTotals()
         self.cost = RoomCost(self.settings, room_name, on_exceeded=self._budget_passed)
+        self.meeting = Meeting(self.settings)
         self.end_reason: str | None = None
         self.duplicate = False
         self._tasks = TaskSet(f"room-{room_name}")
@@ -106,6 +108,7 @@ class RoomWorker:
         self._attributes.start()
         logger.info("agent joined as %s", self.identity, extra=self._extra)
         for participant in room.remote_participants.values():
+            self._present(participant, announce=False)
             for publication in participant.track_publications.values():
                 self._on_track_published(publication, participant)
         self._check_humans()
@@ -234,9 +237,16 @@ class RoomWorker:
                 session.detach_video()
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        self._present(participant)
         self._check_humans()
 
+    def _present(self, participant: rtc.RemoteParticipant, *, announce: bool = True) -> None:
+        if is_human(self.settings, participant):
+            name = participant.name or participant.identity
+            self.meeting.joined(participant.identity, name, announce=announce)
+
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        self.meeting.left(participant.identity)
         self._video.pop(participant.identity, None)
         self._spawn(
             self._stop_session(participant.identity, "left"), f"stop-{participant.identity}"
@@ -314,10 +324,12 @@ class RoomWorker:
                 on_gave_up=self._release_slot,
                 tool_actions=WorkerActions(self.settings, self.room_name, self._tasks, self.stop),
                 cost=self.cost.session(),
+                meeting=self.meeting,
             )
             if self.cost.exceeded:
                 session.stop_answering(transcribe=self._transcribe_over_budget)
             self.sessions[participant.identity] = session
+            self.meeting.listen(participant.identity, session)
             logger.info(
                 "session starting", extra={**self._extra, "participant": participant.identity}
             )
@@ -347,6 +359,7 @@ class RoomWorker:
 
     async def _finish_session(self, session: ParticipantSession, why: str) -> None:
         self._ending.add(session)
+        self.meeting.unlisten(session.identity, session)
         try:
             await session.aclose(why)
         finally:
@@ -460,3 +473,6 @@ class RoomWorker:
             )
             return
         session.send_text(text)
+        who = self.room.remote_participants.get(sender)
+        name = (who.name if who is not None else "") or sender
+        self.meeting.said(sender, name, text, time.monotonic(), chat=True)

@@ -1,0 +1,248 @@
+"""Meeting context in per-participant mode: a real livekit-server, the emulator and three named
+SDK humans. What each call knew is read from the emulator (``GET /v1/_emulator/calls/{id}``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.emulator.app import EmulatorServer
+from bridge.local.livekit_server import LiveKitServer
+from bridge.room.worker import RoomWorker
+from tests.conftest import BridgeSettings
+from tests.integration.test_room_worker import call_ready, room_name, worker
+from tests.room_harness import Human
+
+pytestmark = pytest.mark.timeout(90)
+
+Items = list[dict[str, Any]]
+
+
+@contextlib.asynccontextmanager
+async def people(
+    server: LiveKitServer, room: str, *names: str, publish_mic: bool = True
+) -> AsyncIterator[list[Human]]:
+    """Humans joined with display names; identity = the name in lower case."""
+    joined = [Human(server, room, name.lower(), name=name) for name in names]
+    try:
+        for person in joined:
+            await person.join(publish_mic=publish_mic)
+        yield joined
+    finally:
+        for person in joined:
+            await person.leave()
+
+
+async def snapshot(emulator: EmulatorServer, call_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{emulator.base_url}/_emulator/calls/{call_id}", timeout=5)
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def items_of(emulator: EmulatorServer, bridge: RoomWorker, identity: str) -> Items:
+    call_id = bridge.sessions[identity].call_id
+    assert call_id is not None
+    items: Items = (await snapshot(emulator, call_id))["items"]
+    return items
+
+
+async def until_items(
+    emulator: EmulatorServer,
+    bridge: RoomWorker,
+    identity: str,
+    predicate: Callable[[Items], bool],
+    timeout: float = 15.0,
+) -> Items:
+    """The emulator's items of ``identity``'s call once ``predicate`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = await items_of(emulator, bridge, identity)
+        if predicate(items):
+            return items
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{identity}'s call never matched; it holds {items}")
+        await asyncio.sleep(0.1)
+
+
+def texts(items: Items) -> list[str]:
+    return [item["text"] for item in items]
+
+
+def has(text: str) -> Callable[[Items], bool]:
+    return lambda items: text in texts(items)
+
+
+async def answer_of(person: Human, bridge: RoomWorker, n: int = 1) -> tuple[str, str]:
+    """(what the person said, the agent's answer) for their ``n``-th turn, as published."""
+    track = bridge.sessions[person.identity].track_sid
+
+    def answers() -> list[str]:
+        return [
+            t.text
+            for t in person.final_transcripts(bridge.identity)
+            if t.attributes["lk.transcribed_track_id"] == track
+        ]
+
+    def said() -> list[str]:
+        return [t.text for t in person.final_transcripts(person.identity)]
+
+    await person.wait_until(lambda: len(answers()) >= n and len(said()) >= n)
+    return said()[n - 1], answers()[n - 1]
+
+
+async def test_every_call_knows_the_meeting(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    async with (
+        people(livekit_server, room, "Alice", "Bob") as (alice, bob),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        await call_ready(bridge, "alice")
+        await call_ready(bridge, "bob")
+        await alice.say(1.0, pause=0.7)
+        alice_said, alice_answer = await answer_of(alice, bridge)
+
+        # Before Bob says anything his call holds Alice's words and the answer she got, labelled.
+        bob_items = await until_items(
+            emulator, bridge, "bob", has(f"[answering Alice] {alice_answer}")
+        )
+        assert [(i["role"], i["text"]) for i in bob_items] == [
+            ("user", f"[Alice] {alice_said}"),
+            ("assistant", f"[answering Alice] {alice_answer}"),
+        ]
+        assert bridge.sessions["bob"].usage.responses == 0  # context only: no response there
+        alice_track = bridge.sessions["alice"].track_sid
+        answers = bob.final_transcripts(bridge.identity)  # the room sees Alice's answer only
+        assert [t.attributes["lk.transcribed_track_id"] for t in answers] == [alice_track]
+
+        await bob.say(1.0, pause=0.7)
+        bob_said, bob_answer = await answer_of(bob, bridge)
+        bob_items = await items_of(emulator, bridge, "bob")
+        # Bob's own turn and answer come after the meeting lines (spoken later).
+        assert texts(bob_items)[:4] == [
+            f"[Alice] {alice_said}",
+            f"[answering Alice] {alice_answer}",
+            bob_said,
+            bob_answer,
+        ]
+        await until_items(emulator, bridge, "alice", has(f"[answering Bob] {bob_answer}"))
+
+        # Carol arrives late: her first call starts with the recent meeting, in spoken order.
+        async with people(livekit_server, room, "Carol") as (carol,):
+            await call_ready(bridge, "carol")
+            carol_items = await items_of(emulator, bridge, "carol")
+            meeting = [t for t in texts(carol_items) if not t.startswith("[meeting]")]
+            assert meeting == [
+                f"[Alice] {alice_said}",
+                f"[answering Alice] {alice_answer}",
+                f"[Bob] {bob_said}",
+                f"[answering Bob] {bob_answer}",
+            ]
+            assert bridge.sessions["carol"].usage.responses == 0
+            # The others were told, and their instructions say who is present now.
+            await until_items(emulator, bridge, "alice", has("[meeting] Carol joined"))
+            alice_call = bridge.sessions["alice"].call_id
+            assert alice_call is not None
+            instructions = (await snapshot(emulator, alice_call))["session"]["instructions"]
+            (present,) = [x for x in instructions.splitlines() if x.startswith("People present")]
+            assert sorted(present.removesuffix(".").split(": ")[1].split(", ")) == [
+                "Alice",
+                "Bob",
+                "Carol",
+            ]
+            assert "audio channel is with Alice" in instructions
+            # Carol's words reach the two others.
+            await carol.say(1.0, pause=0.7)
+            carol_said, carol_answer = await answer_of(carol, bridge)
+            for identity in ("alice", "bob"):
+                await until_items(emulator, bridge, identity, has(f"[Carol] {carol_said}"))
+                await until_items(
+                    emulator, bridge, identity, has(f"[answering Carol] {carol_answer}")
+                )
+        await until_items(emulator, bridge, "bob", has("[meeting] Carol left"))
+        assert bridge.sessions["bob"].usage.responses == 1  # only Bob's own question
+
+
+async def test_addressed_line_answered_once_on_the_speakers_call(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.options.transcripts = ["Assistant, what do you think of the plan?"]
+    room = room_name()
+    settings = bridge_settings(response_policy="addressed")
+    async with (
+        people(livekit_server, room, "Alice", "Bob", "Carol") as (alice, _bob, _carol),
+        worker(settings, room) as bridge,
+    ):
+        for identity in ("alice", "bob", "carol"):
+            await call_ready(bridge, identity)
+        await alice.say(1.0, pause=0.7)
+        said, answer = await answer_of(alice, bridge)
+        assert said == "Assistant, what do you think of the plan?"
+        for identity in ("bob", "carol"):
+            items = await until_items(
+                emulator, bridge, identity, has(f"[answering Alice] {answer}")
+            )
+            assert f"[Alice] {said}" in texts(items)
+            assert bridge.sessions[identity].usage.responses == 0
+        alice_items = await items_of(emulator, bridge, "alice")
+        assert [i["role"] for i in alice_items] == ["user", "assistant"]
+        assert bridge.sessions["alice"].usage.responses == 1
+
+
+async def test_bound_deletes_the_oldest_items(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    settings = bridge_settings(response_policy="listen", meeting_context_max_chars=100)
+    async with (
+        people(livekit_server, room, "Alice", "Bob") as (alice, _bob),
+        worker(settings, room) as bridge,
+    ):
+        await call_ready(bridge, "alice")
+        await call_ready(bridge, "bob")
+        lines = [f"[Alice, in chat] point {n}: {'x' * 14}" for n in range(1, 6)]
+        assert all(len(line) == 40 for line in lines)
+        for n, line in enumerate(lines, start=1):
+            await alice.chat(line.removeprefix("[Alice, in chat] "))
+            await until_items(emulator, bridge, "bob", has(line))
+            if n == 3:
+                # 120 characters added: the oldest went, as the emulator's items show.
+                items = await until_items(
+                    emulator, bridge, "bob", lambda items: lines[0] not in texts(items)
+                )
+                assert texts(items) == lines[1:3]
+        items = await until_items(emulator, bridge, "bob", lambda items: texts(items) == lines[-2:])
+        state = bridge.sessions["bob"].conversation
+        assert state.trimmed == 3 and state.trimmed_chars == 120
+        assert state.added_chars() == 80
+
+
+async def test_private_audience_shares_nothing(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    async with (
+        people(livekit_server, room, "Alice", "Bob") as (alice, _bob),
+        worker(bridge_settings(audience="private"), room) as bridge,
+    ):
+        await call_ready(bridge, "alice")
+        await call_ready(bridge, "bob")
+        await alice.say(1.0, pause=0.7)
+        await answer_of(alice, bridge)
+        await alice.chat("a private note")
+        await until_items(emulator, bridge, "alice", has("a private note"))
+        assert await items_of(emulator, bridge, "bob") == []
+        bob_call = bridge.sessions["bob"].call_id
+        assert bob_call is not None
+        instructions = (await snapshot(emulator, bob_call))["session"]["instructions"]
+        assert "meeting" not in instructions
+        assert bridge.sessions["bob"].conversation.record() == []
