@@ -84,6 +84,7 @@ bench: livekit-server
 	$(PY) -m tests.bench.latency_bench --impair 0.05,0.02 --barge-ins 0 --join-humans ""
 	$(PY) -m tests.bench.cost_bench --minutes 10
 	$(PY) -m tests.bench.cost_bench --minutes 60 --modes shared
+	$(PY) -m tests.bench.meeting_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -117,6 +117,12 @@ class PcmAudioTrack(MediaStreamTrack):
     def clear(self) -> None:
         self._queue.clear()
 
+    @property
+    def sent_ms(self) -> int:
+        """Audio handed to the far end so far, silence fill included: the far end's input clock
+        (``audio_start_ms``/``audio_end_ms`` of its speech events count in it)."""
+        return self._pts * 1000 // SAMPLE_RATE
+
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import Protocol
 
 import av
 import numpy as np
@@ -31,6 +32,20 @@ from bridge.realtime.tracks import (
 from bridge.vad import EnergyVad, VadConfig, VadEvent
 
 logger = logging.getLogger(__name__)
+
+
+class Uplink(Protocol):
+    """What a session's calls hear: one microphone (MicrophonePump) or the room's mix
+    (bridge/room/mixer.py). ``attach(None)``: no call; ``woke`` is set when speech starts."""
+
+    woke: asyncio.Event
+    dropped: int
+    watch_level: bool  # while on, ``last_loud_at`` follows speech (a call switch is pending)
+    last_loud_at: float
+
+    def attach(self, sink: PcmAudioTrack | None) -> None: ...
+
+    async def run(self) -> None: ...
 
 
 class MicrophonePump:
@@ -198,4 +213,4 @@ class SpeakerPump:
             self._receiver = None
 
 
-__all__ = ["MicrophonePump", "SpeakerPump", "VideoSampler", "fit"]
+__all__ = ["MicrophonePump", "SpeakerPump", "Uplink", "VideoSampler", "fit"]

@@ -45,12 +45,12 @@ from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.agent_state import AgentState, AttributeWriter
 from bridge.room.budget import SessionCost
 from bridge.room.conversation import ConversationState, Line
-from bridge.room.media import MicrophonePump, SpeakerPump, VideoSampler
+from bridge.room.media import SpeakerPump, Uplink, VideoSampler
+from bridge.room.meeting import Meeting
 from bridge.room.rollover import CallLeg, Rollover
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
 from bridge.room.tools.runner import ToolRunner
-from bridge.room.meeting import Meeting
 from bridge.room.transcripts import Transcripts
 
 logger = logging.getLogger(__name__)
@@ -98,8 +98,9 @@ class ParticipantSession:
         *,
         settings: Settings,
         room: rtc.Room,
-        human: rtc.RemoteParticipant,
-        mic: rtc.Track,
+        identity: str,
+        name: str,
+        mic: Uplink,
         mic_sid: str,
         attributes: AttributeWriter,
         room_usage: UsageTotals,
@@ -110,17 +111,18 @@ class ParticipantSession:
         meeting: Meeting | None = None,
     ) -> None:
         self.settings = settings
-        self.identity = human.identity
-        self.name = human.name or human.identity
+        self.identity = identity
+        self.name = name
+        self.track_name = identity  # of the agent track that answers this session
         self._room = room
         self._mic_sid = mic_sid
         self._attributes = attributes
         self._room_usage = room_usage
         self._on_track_published = on_track_published
         self._on_gave_up = on_gave_up
-        self._extra = {"room": room.name, "participant": human.identity}
-        self._tasks = TaskSet(f"session-{human.identity}")
-        self._mic = MicrophonePump(mic, settings)
+        self._extra = {"room": room.name, "participant": identity}
+        self._tasks = TaskSet(f"session-{identity}")
+        self._mic = mic
         self._sampler = VideoSampler(settings)
         self._video_task: asyncio.Task[None] | None = None
         self._source: rtc.AudioSource | None = None
@@ -206,7 +208,7 @@ class ParticipantSession:
         agent = self._room.local_participant
         if self.speaks:
             self._source = rtc.AudioSource(48_000, 1, queue_size_ms=self.settings.audio_queue_ms)
-            track = rtc.LocalAudioTrack.create_audio_track(self.identity, self._source)
+            track = rtc.LocalAudioTrack.create_audio_track(self.track_name, self._source)
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             self._publication = await asyncio.wait_for(agent.publish_track(track, options), 15.0)
             self._pump = SpeakerPump(self._source)
@@ -443,6 +445,7 @@ class ParticipantSession:
                 if handler is None:
                     continue
                 try:
+                    self._observe(event)
                     handler(self, event)
                 except Exception:  # a bug with one event must not end the conversation
                     logger.exception("handling %s failed", event.type, extra=self._extra)
@@ -566,6 +569,9 @@ class ParticipantSession:
             return
         with contextlib.suppress(RealtimeClosedError):  # the next call gets them at set-up
             call.update_session(instructions=self._instructions())
+
+    def _observe(self, event: ev.ServerEvent) -> None:
+        """Every handled event, before its handler (shared mode follows turns' spans)."""
 
     def _speaker(self, item_id: str) -> tuple[str, str] | None:
         """Who spoke user turn ``item_id`` (identity, microphone sid); None: this human."""

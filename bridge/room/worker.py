@@ -29,8 +29,10 @@ from bridge.room.agent_state import AttributeWriter
 from bridge.room.budget import BUDGET_SPENT, RoomCost
 from bridge.room.capacity import SessionBudget
 from bridge.room.identity import agent_identity, agent_token, is_human
+from bridge.room.media import MicrophonePump
 from bridge.room.meeting import Meeting
 from bridge.room.session import ParticipantSession, UsageTotals
+from bridge.room.shared import SHARED, SharedSession
 from bridge.room.tools.builtins import WorkerActions
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,18 @@ class RoomWorker:
         self._closed = False
         self._closer = Closer()
         self._extra = {"room": room_name}
+        self._video_of: str | None = None  # shared mode: whose camera the call sees
+
+    @property
+    def shared(self) -> SharedSession | None:
+        """The room's one session in ``mode = shared``."""
+        session = self.sessions.get(SHARED)
+        return session if isinstance(session, SharedSession) else None
+
+    def demand(self) -> int:
+        """Session slots this room needs: one per human, or one for a shared room."""
+        humans = len(self.humans())
+        return min(1, humans) if self.settings.mode == "shared" else humans
 
     @property
     def attributes(self) -> AttributeWriter:
@@ -96,6 +110,7 @@ class RoomWorker:
         room.on("track_unpublished", self._on_track_unpublished)
         room.on("participant_connected", self._on_participant_connected)
         room.on("participant_disconnected", self._on_participant_disconnected)
+        room.on("active_speakers_changed", self._on_active_speakers)
         room.on("disconnected", self._on_disconnected)
         options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT)
         await asyncio.wait_for(room.connect(settings.livekit_url, token, options), CONNECT_TIMEOUT)
@@ -206,6 +221,8 @@ class RoomWorker:
             session = self.sessions.get(participant.identity)
             if session is not None:
                 session.attach_video(track)
+            elif self._video_of is None:
+                self._show(participant.identity)
 
     def _on_track_unsubscribed(
         self,
@@ -235,6 +252,8 @@ class RoomWorker:
             session = self.sessions.get(participant.identity)
             if session is not None:
                 session.detach_video()
+            elif self._video_of == participant.identity:
+                self._show(next(iter(self._video), None))
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
         self._present(participant)
@@ -252,6 +271,25 @@ class RoomWorker:
             self._stop_session(participant.identity, "left"), f"stop-{participant.identity}"
         )
         self._check_humans()
+
+    def _on_active_speakers(self, speakers: list[rtc.Participant]) -> None:
+        """Shared mode: the call sees the active speaker's camera (the loudest first)."""
+        for speaker in speakers:
+            if speaker.identity in self._video:
+                if speaker.identity != self._video_of:
+                    self._show(speaker.identity)
+                return
+
+    def _show(self, identity: str | None) -> None:
+        shared = self.shared
+        self._video_of = identity
+        if shared is None:
+            return
+        track = self._video.get(identity) if identity is not None else None
+        if track is None:
+            shared.detach_video()
+        else:
+            shared.attach_video(track)
 
     def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
         if reason == rtc.DisconnectReason.DUPLICATE_IDENTITY:
@@ -295,6 +333,9 @@ class RoomWorker:
         *,
         waiting: bool = False,
     ) -> None:
+        if self.settings.mode == "shared":
+            await self._join_shared(participant, track, mic_sid, waiting=waiting)
+            return
         async with self._lock(participant.identity):
             if participant.identity in self.sessions or self._closed:
                 return
@@ -315,8 +356,9 @@ class RoomWorker:
             session = ParticipantSession(
                 settings=self.settings,
                 room=self.room,
-                human=participant,
-                mic=track,
+                identity=participant.identity,
+                name=participant.name or participant.identity,
+                mic=MicrophonePump(track, self.settings),
                 mic_sid=mic_sid,
                 attributes=self.attributes,
                 room_usage=self.usage,
@@ -348,7 +390,71 @@ class RoomWorker:
             if video is not None:
                 session.attach_video(video)
 
+    async def _join_shared(
+        self, participant: rtc.RemoteParticipant, track: rtc.Track, mic_sid: str, *, waiting: bool
+    ) -> None:
+        """Shared mode: the human's microphone joins the room's one call (started by the first
+        microphone; it takes one slot of the budget)."""
+        identity = participant.identity
+        async with self._lock(SHARED):
+            if self._closed or (waiting and identity not in self._waiting):
+                return
+            shared = self.shared
+            if shared is None:
+                if self._budget is not None and not self._budget.try_acquire():
+                    logger.warning(
+                        "at capacity (%d sessions); the room's shared call waits for a slot",
+                        self._budget.limit,
+                        extra=self._extra,
+                    )
+                    self._waiting[identity] = (participant, track, mic_sid)
+                    if self._waiter is None or self._waiter.done():
+                        self._waiter = self._tasks.create_task(self._retry_waiting(), name="wait")
+                    return
+                shared = SharedSession(
+                    settings=self.settings,
+                    room=self.room,
+                    attributes=self.attributes,
+                    room_usage=self.usage,
+                    on_track_published=self._update_permissions,
+                    on_gave_up=self._release_slot,
+                    meeting=self.meeting,
+                    tool_actions=WorkerActions(
+                        self.settings, self.room_name, self._tasks, self.stop
+                    ),
+                )
+                self.sessions[SHARED] = shared
+                self.meeting.listen(SHARED, shared)
+                logger.info("shared session starting", extra=self._extra)
+                try:
+                    await shared.start()
+                except (TimeoutError, Exception) as exc:  # the SDK raises Exception
+                    logger.error("shared session could not start: %s", exc, extra=self._extra)
+                    self.sessions.pop(SHARED, None)
+                    await self._finish_session(shared, "could not start")
+                    return
+                self._show(self._video_of or next(iter(self._video), None))
+            self._waiting.pop(identity, None)
+            shared.add_microphone(identity, participant.name or identity, track, mic_sid)
+            logger.info(
+                "microphone joins the shared call", extra={**self._extra, "participant": identity}
+            )
+
+    async def _leave_shared(self, identity: str, why: str) -> None:
+        async with self._lock(SHARED):
+            self._waiting.pop(identity, None)
+            shared = self.shared
+            if shared is None or identity not in shared.microphones:
+                return
+            await shared.remove_microphone(identity)
+            if not shared.microphones:
+                self.sessions.pop(SHARED, None)
+                await self._finish_session(shared, f"last microphone gone ({why})")
+
     async def _stop_session(self, identity: str, why: str) -> None:
+        if self.settings.mode == "shared":
+            await self._leave_shared(identity, why)
+            return
         async with self._lock(identity):
             self._waiting.pop(identity, None)
             session = self.sessions.pop(identity, None)
@@ -465,6 +571,12 @@ class RoomWorker:
         session = self.sessions.get(sender)
         if not text:
             return
+        who = self.room.remote_participants.get(sender)
+        name = (who.name if who is not None else "") or sender
+        shared = self.shared
+        if self.settings.mode == "shared" and shared is not None:
+            shared.chat(sender, name, text)
+            return
         if session is None:
             logger.info(
                 "chat from %s not bridged: they have no session (no microphone published)",
@@ -473,6 +585,4 @@ class RoomWorker:
             )
             return
         session.send_text(text)
-        who = self.room.remote_participants.get(sender)
-        name = (who.name if who is not None else "") or sender
         self.meeting.said(sender, name, text, time.monotonic(), chat=True)

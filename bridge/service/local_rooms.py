@@ -51,7 +51,7 @@ class LocalRooms:
 
     def status(self) -> dict[str, RoomInfo]:
         return {
-            name: RoomInfo(sessions=len(w.sessions), humans=len(w.humans()), details=w.status())
+            name: RoomInfo(sessions=len(w.sessions), humans=w.demand(), details=w.status())
             for name, w in self._workers.items()
         }
 

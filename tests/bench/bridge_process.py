@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 
 import httpx
 
@@ -134,6 +135,15 @@ async def main() -> None:
             "samples": len(downlink),
         },
         "frames_dropped": dropped,
+        "model_calls": sum(s.stats.calls for w in workers for s in w.sessions.values()),
+        "responses": sum(w.usage.responses for w in workers),
+        "tokens": dict(sum((w.usage.tokens for w in workers), Counter())),
+        "context_items_added": sum(
+            s.conversation.added for w in workers for s in w.sessions.values()
+        ),
+        "context_items_trimmed": sum(
+            s.conversation.trimmed for w in workers for s in w.sessions.values()
+        ),
     }
     print(json.dumps(result), flush=True)
     await asyncio.gather(*(w.aclose() for w in workers))

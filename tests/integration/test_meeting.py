@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.config import ConfigError, load_settings
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
+from bridge.room.shared import SHARED, SharedSession
 from bridge.room.worker import RoomWorker
 from tests.conftest import BridgeSettings
-from tests.integration.test_room_worker import call_ready, room_name, worker
+from tests.integration.test_room_worker import call_ready, room_name, wait_for, worker
 from tests.room_harness import Human
 
 pytestmark = pytest.mark.timeout(90)
@@ -246,3 +248,108 @@ async def test_private_audience_shares_nothing(
         instructions = (await snapshot(emulator, bob_call))["session"]["instructions"]
         assert "meeting" not in instructions
         assert bridge.sessions["bob"].conversation.record() == []
+
+
+# ---- shared mode: one call for the room ------------------------------------------------------
+
+
+async def shared_ready(bridge: RoomWorker, microphones: int) -> SharedSession:
+    def ready() -> bool:
+        shared = bridge.shared
+        return (
+            shared is not None
+            and shared.call_id is not None
+            and len(shared.microphones) == microphones
+        )
+
+    await wait_for(ready)
+    assert bridge.shared is not None
+    return bridge.shared
+
+
+async def test_shared_call_attributes_turns_and_answers_once(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    async with (
+        people(livekit_server, room, "Alice", "Bob") as (alice, bob),
+        worker(bridge_settings(mode="shared"), room) as bridge,
+    ):
+        shared = await shared_ready(bridge, 2)
+        assert list(bridge.sessions) == [SHARED]  # one session in every count
+        assert bridge.demand() == 1
+        await alice.wait_until(lambda: len(alice.agent_tracks()) == 1)
+        (track,) = alice.agent_tracks()
+        assert track.name == "room"
+        assert alice.mic is not None and bob.mic is not None
+
+        def finals(sender: str) -> list[str]:
+            return [t.attributes["lk.transcribed_track_id"] for t in bob.final_transcripts(sender)]
+
+        def answers() -> list[str]:
+            return [t.text for t in alice.final_transcripts(bridge.identity)]
+
+        await alice.say(1.0, pause=0.7)
+        try:
+            await bob.wait_until(lambda: len(finals("alice")) == 1 and len(answers()) == 1)
+        except TimeoutError:
+            print("DEBUG", bob.transcripts, shared._speakers, shared._spans)
+            raise
+        heard = len(track.loud)
+        assert heard > 20  # the answer played in the room, on the one track
+        await bob.say(1.0, freq=300, pause=0.7)
+        await bob.wait_until(lambda: len(finals("bob")) == 1 and len(answers()) == 2)
+
+        # Each turn was published on behalf of whoever spoke it, on their microphone.
+        assert finals("alice") == [alice.mic.sid]
+        assert finals("bob") == [bob.mic.sid]
+        assert not bob.final_transcripts("*")
+        # Exactly one model call heard both, and knows who said what.
+        assert shared.stats.calls == 1
+        call_id = shared.call_id
+        assert call_id is not None
+        items = (await snapshot(emulator, call_id))["items"]
+        assert [i["role"] for i in items] == ["user", "assistant", "user", "assistant"]
+        record = [line.text for line in shared.conversation.record()]
+        assert record[0].startswith("[Alice] utterance 1") and record[2].startswith("[Bob] ")
+        instructions = (await snapshot(emulator, call_id))["session"]["instructions"]
+        assert "one audio channel" in instructions
+        # Both humans got the same single answer track.
+        assert [t.name for t in bob.agent_tracks()] == ["room"]
+
+        # Chat from anyone is a labelled turn in the same call.
+        await bob.chat("what about Friday?")
+        await alice.wait_until(lambda: len(answers()) == 3)
+        items = (await snapshot(emulator, call_id))["items"]
+        assert items[4]["text"] == "[Bob] what about Friday?"
+
+
+async def test_shared_call_barge_in_by_anyone(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.options.answers = ["This answer is long on purpose. " * 3]  # ~6.4 s
+    room = room_name()
+    async with (
+        people(livekit_server, room, "Alice", "Bob") as (alice, bob),
+        worker(bridge_settings(mode="shared"), room) as bridge,
+    ):
+        shared = await shared_ready(bridge, 2)
+        await bob.wait_until(lambda: len(bob.agent_tracks()) == 1)
+        (track,) = bob.agent_tracks()
+        await alice.say(0.6, pause=0.7)
+        await bob.wait_until(lambda: len(track.loud) > 50)  # a second of the answer played
+        emulator.emulator.options.answer_delay_ms = 5000  # Bob's turn is not answered soon
+        barge_in = await bob.say(0.5, freq=300, pause=0.6)
+        await bob.wait_until(lambda: shared.stats.barge_ins >= 1)
+        interrupted = time.monotonic()
+        await asyncio.sleep(2.0)
+        last_loud = max(t for t in track.loud if t < interrupted + 2.0)
+        print(f"shared barge-in: last answer frame {(last_loud - barge_in) * 1000:.0f} ms after")
+        # Without the flush the answer would play ~5 more seconds.
+        assert last_loud - interrupted < 0.5
+        await wait_for(lambda: shared.speaker_of_last() == "bob")
+
+
+async def test_shared_mode_refuses_private_audience() -> None:
+    with pytest.raises(ConfigError, match="mode 'shared' needs audience 'room'"):
+        load_settings(overrides={"mode": "shared", "audience": "private"})
