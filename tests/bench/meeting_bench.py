@@ -65,19 +65,18 @@ async def run_mode(server: LiveKitServer, base: str, mode: str, seconds: float) 
         "BRIDGE_MODE": mode,
     }
     settle = 4.0
-    total = settle + seconds + SPEAK_S + ANSWER_S + 3.0
+    total = settle + seconds + 60.0  # it runs until told on stdin; this bounds the wait
     bridge = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tests.bench.bridge_process",
         "--rooms",
         room,
-        "--seconds",
-        str(total),
         env=env,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    assert bridge.stdout is not None
+    assert bridge.stdout is not None and bridge.stdin is not None
     await asyncio.wait_for(bridge.stdout.readline(), 60)  # {"ready": true}
     people = [Human(server, room, identity, name=name) for identity, name, _ in PEOPLE]
     try:
@@ -89,6 +88,8 @@ async def run_mode(server: LiveKitServer, base: str, mode: str, seconds: float) 
         cpu = _cpu_seconds(bridge.pid) - cpu_before
         wall = time.monotonic() - wall_before
         heard = sum(sum(len(t.loud) for t in p.agent_tracks()) for p in people)
+        bridge.stdin.write(b"stop\n")
+        await bridge.stdin.drain()
         line = await asyncio.wait_for(bridge.stdout.readline(), total + 60)
         inside = json.loads(line)
     finally:

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.config import ConfigError, load_settings
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
 from bridge.room.shared import SHARED, SharedSession
@@ -21,7 +20,7 @@ from tests.conftest import BridgeSettings
 from tests.integration.test_room_worker import call_ready, room_name, wait_for, worker
 from tests.room_harness import Human
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(150)
 
 Items = list[dict[str, Any]]
 
@@ -61,7 +60,7 @@ async def until_items(
     bridge: RoomWorker,
     identity: str,
     predicate: Callable[[Items], bool],
-    timeout: float = 15.0,
+    timeout: float = 30.0,
 ) -> Items:
     """The emulator's items of ``identity``'s call once ``predicate`` holds."""
     deadline = time.monotonic() + timeout
@@ -96,7 +95,7 @@ async def answer_of(person: Human, bridge: RoomWorker, n: int = 1) -> tuple[str,
     def said() -> list[str]:
         return [t.text for t in person.final_transcripts(person.identity)]
 
-    await person.wait_until(lambda: len(answers()) >= n and len(said()) >= n)
+    await person.wait_until(lambda: len(answers()) >= n and len(said()) >= n, timeout=30)
     return said()[n - 1], answers()[n - 1]
 
 
@@ -290,11 +289,7 @@ async def test_shared_call_attributes_turns_and_answers_once(
             return [t.text for t in alice.final_transcripts(bridge.identity)]
 
         await alice.say(1.0, pause=0.7)
-        try:
-            await bob.wait_until(lambda: len(finals("alice")) == 1 and len(answers()) == 1)
-        except TimeoutError:
-            print("DEBUG", bob.transcripts, shared._speakers, shared._spans)
-            raise
+        await bob.wait_until(lambda: len(finals("alice")) == 1 and len(answers()) == 1)
         heard = len(track.loud)
         assert heard > 20  # the answer played in the room, on the one track
         await bob.say(1.0, freq=300, pause=0.7)
@@ -348,8 +343,3 @@ async def test_shared_call_barge_in_by_anyone(
         # Without the flush the answer would play ~5 more seconds.
         assert last_loud - interrupted < 0.5
         await wait_for(lambda: shared.speaker_of_last() == "bob")
-
-
-async def test_shared_mode_refuses_private_audience() -> None:
-    with pytest.raises(ConfigError, match="mode 'shared' needs audience 'room'"):
-        load_settings(overrides={"mode": "shared", "audience": "private"})
