@@ -27,6 +27,7 @@ from bridge.config import Settings
 from bridge.realtime import RealtimeClosedError
 from bridge.realtime import events as ev
 from bridge.room.agent_state import AttributeWriter
+from bridge.room.budget import SessionCost
 from bridge.room.meeting import Meeting, label
 from bridge.room.mixer import MixedMicrophones
 from bridge.room.session import ParticipantSession, UsageTotals
@@ -51,6 +52,7 @@ class SharedSession(ParticipantSession):
         on_gave_up: Callable[[ParticipantSession], None] | None,
         meeting: Meeting,
         tool_actions: RoomActions | None = None,
+        cost: SessionCost | None = None,
     ) -> None:
         self.mics = MixedMicrophones(settings)
         super().__init__(
@@ -66,6 +68,7 @@ class SharedSession(ParticipantSession):
             on_gave_up=on_gave_up,
             meeting=meeting,
             tool_actions=tool_actions,
+            cost=cost,
         )
         self.track_name = TRACK_NAME
         self._names: dict[str, str] = {}  # identity -> name

@@ -422,6 +422,7 @@ class RoomWorker:
                     tool_actions=WorkerActions(
                         self.settings, self.room_name, self._tasks, self.stop
                     ),
+                    cost=self.cost.session(),
                 )
                 self.sessions[SHARED] = shared
                 self.meeting.listen(SHARED, shared)
