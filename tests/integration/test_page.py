@@ -132,7 +132,7 @@ class Person:
         ctx = await browser.new_context(permissions=list(permissions), viewport=viewport)
         await ctx.add_init_script(RECORDER)
         person = cls(await ctx.new_page())
-        await person.page.goto(url)
+        await person.page.goto(url, timeout=60_000)
         return person
 
     async def join_with_keyboard(self, name: str) -> None:
