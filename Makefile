@@ -85,6 +85,11 @@ bench: livekit-server
 	$(PY) -m tests.bench.cost_bench --minutes 10
 	$(PY) -m tests.bench.cost_bench --minutes 60 --modes shared
 	$(PY) -m tests.bench.meeting_bench
+	$(PY) -m tests.bench.drop_bench
+	$(PY) -m tests.bench.storm_bench
+	$(PY) -m tests.bench.webhook_bench
+	$(PY) -m tests.bench.serve_bench
+	$(PY) -m tests.bench.churn_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -56,7 +56,7 @@ from bridge.room.transcripts import Transcripts
 logger = logging.getLogger(__name__)
 
 PENDING_TEXTS = 20
-# A call that lasted this long counts as a success: the retry count starts over.
+# A call that lasted this long (or that answered) counts as a success: retries start over.
 STABLE_CALL_SECONDS = 30.0
 
 
@@ -312,6 +312,7 @@ class ParticipantSession:
                     continue
                 self._use(leg)
             call = leg.call
+            answered = self.usage.responses
             ending = "closed"
             try:
                 ending = await self._converse(leg)
@@ -321,7 +322,12 @@ class ParticipantSession:
                 logger.exception("call failed unexpectedly", extra=self._extra)
             finally:
                 old, leg = leg, await self._hand_over(leg, ending)
-            if time.monotonic() - old.connected_at >= STABLE_CALL_SECONDS:
+            # A call that lasted, or that carried the conversation (an answer came), was no
+            # flapping: its drop starts the retries over.
+            if (
+                time.monotonic() - old.connected_at >= STABLE_CALL_SECONDS
+                or self.usage.responses > answered
+            ):
                 attempt = 0
             if leg is not None:
                 continue

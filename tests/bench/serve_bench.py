@@ -1,0 +1,184 @@
+"""``room-bridge serve`` under faults: a worker process SIGKILLed with live rooms, and the
+LiveKit server restarted under it.
+
+Worker kill: ``serve --workers 2`` (its own process tree) bridges ``--rooms`` rooms, each with
+one talking-ready human (microphone published). ``--kills`` times, the worker holding the most
+rooms is SIGKILLed; measured is the time until every room it held has its agent back *and* a
+new live model call for its human (target <= 5 s).
+
+LiveKit restart: with the rooms bridged, livekit-server is stopped and started again on the same
+ports and keys. Meanwhile ``/healthz`` and ``/readyz`` are polled: every probe must be answered
+(``/readyz`` may say 503 while LiveKit is away). Then the humans come back, and measured is the
+time until every room has its agent and a call again.
+
+Everything on 127.0.0.1; the emulator runs in this process.
+
+    python -m tests.bench.serve_bench [--rooms 4] [--kills 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from bridge.emulator.app import EmulatorServer
+from bridge.emulator.options import EmulatorOptions
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
+from tests.bench.realtime_bench import _pct
+from tests.dispatch_harness import ServeProcess, agents_in, serve
+from tests.env import EMULATOR_KEY, test_settings
+from tests.room_harness import Human
+
+
+@contextlib.asynccontextmanager
+async def one_human_each(server: LiveKitServer, rooms: list[str]) -> AsyncIterator[list[Human]]:
+    people = [Human(server, room, f"human-{i}") for i, room in enumerate(rooms)]
+    try:
+        for person in people:
+            await person.join()
+        yield people
+    finally:
+        for person in people:
+            with contextlib.suppress(Exception):
+                await person.leave()
+
+
+def live_calls(emulator: EmulatorServer) -> set[str]:
+    return {c.id for c in emulator.emulator.calls.values() if c.state == "active"}
+
+
+async def served(
+    server: LiveKitServer, emulator: EmulatorServer, rooms: list[str], before: set[str]
+) -> bool:
+    """Every room has exactly its agent, and there are as many new live calls as rooms."""
+    for room in rooms:
+        if len(await agents_in(server, room)) != 1:
+            return False
+    return len(live_calls(emulator) - before) >= len(rooms)
+
+
+async def wait_served(
+    server: LiveKitServer,
+    emulator: EmulatorServer,
+    rooms: list[str],
+    before: set[str],
+    timeout: float = 60.0,
+) -> float:
+    started = time.monotonic()
+    while not await served(server, emulator, rooms, before):
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"rooms not served again within {timeout} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def kill_workers(
+    server: LiveKitServer, emulator: EmulatorServer, bridge: ServeProcess, kills: int
+) -> dict[str, Any]:
+    recoveries: list[float] = []
+    for _ in range(kills):
+        workers = (await bridge.status())["workers"]
+        victim = max(workers, key=lambda w: len(w["rooms"]))
+        rooms = list(victim["rooms"])
+        before = live_calls(emulator)
+        os.kill(victim["pid"], signal.SIGKILL)
+        recoveries.append(await wait_served(server, emulator, rooms, before))
+        await asyncio.sleep(1.0)
+    return {
+        "kills": kills,
+        "rooms_per_kill": len(rooms),
+        "agent_and_call_back_s": {
+            "p50": _pct(recoveries, 0.5),
+            "max": max(recoveries),
+            "all": [round(r, 2) for r in recoveries],
+        },
+        "target_s": 5.0,
+    }
+
+
+async def probe(bridge: ServeProcess, stop: asyncio.Event, seen: Counter[str]) -> None:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while not stop.is_set():
+            for path in ("/healthz", "/readyz"):
+                try:
+                    response = await client.get(bridge.url + path)
+                    seen[f"{path} {response.status_code}"] += 1
+                except httpx.HTTPError as exc:
+                    seen[f"{path} {type(exc).__name__}"] += 1
+            await asyncio.sleep(0.1)
+
+
+async def run(room_count: int, kills: int) -> dict[str, Any]:
+    options = EmulatorOptions(api_key=SecretStr(EMULATOR_KEY))
+    config = LiveKitServerConfig(empty_timeout=2, departure_timeout=1)
+    server = LiveKitServer(config)
+    await server.start()
+    try:
+        async with EmulatorServer(test_settings(), options) as emulator:
+            rooms = [f"serve-{uuid.uuid4().hex[:6]}-{i}" for i in range(room_count)]
+            async with serve(
+                server,
+                emulator,
+                workers=2,
+                reconcile_interval="2",
+                max_sessions=str(2 * room_count),
+                empty_room_grace="30",
+                log_level="WARNING",
+            ) as bridge:
+                result: dict[str, Any] = {"bench": "serve_faults", "rooms": room_count}
+                async with one_human_each(server, rooms):
+                    first = await wait_served(server, emulator, rooms, set())
+                    result["first_served_s"] = round(first, 2)
+                    result["worker_kill"] = await kill_workers(server, emulator, bridge, kills)
+                # LiveKit goes away under the running service and comes back.
+                seen: Counter[str] = Counter()
+                stop = asyncio.Event()
+                probing = asyncio.create_task(probe(bridge, stop, seen))
+                try:
+                    await server.aclose()
+                    down = time.monotonic()
+                    await asyncio.sleep(3.0)
+                    server = LiveKitServer(config)  # same ports and keys
+                    await server.start()
+                    restart = time.monotonic() - down
+                    before = live_calls(emulator)
+                    async with one_human_each(server, rooms):
+                        back = await wait_served(server, emulator, rooms, before, timeout=90)
+                finally:
+                    stop.set()
+                    await probing
+                result["livekit_restart"] = {
+                    "down_s": round(restart, 2),
+                    "probes": dict(seen),
+                    "probes_unanswered": sum(v for k, v in seen.items() if "Error" in k),
+                    "humans_back_to_agent_and_call_s": round(back, 2),
+                    "reconcile_interval_s": 2.0,
+                }
+                result["serve_alive"] = bridge.proc.returncode is None
+    finally:
+        await server.aclose()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rooms", type=int, default=4)
+    parser.add_argument("--kills", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.rooms, args.kills))))
+
+
+if __name__ == "__main__":
+    main()
