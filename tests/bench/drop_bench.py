@@ -109,9 +109,24 @@ async def run(drops: int) -> dict[str, Any]:
                 heard: list[float] = []
                 kept = 0
                 repeated: list[int] = []
+                stalls: list[dict[str, Any]] = []
                 for _ in range(drops):
                     started = time.monotonic()
-                    baseline.append(await turn(alice) - started)
+                    try:
+                        baseline.append(await turn(alice) - started)
+                    except TimeoutError:
+                        # Not answered at all: record what the model side saw, go on.
+                        call = emulator.emulator.calls.get(session.call_id or "")
+                        stalls.append(
+                            {
+                                "call": call.snapshot()["events_out"] if call else None,
+                                "failures": dict(session.stats.failures),
+                                "ended": session.ended_reason,
+                            }
+                        )
+                        if session.ended_reason is not None:
+                            break
+                        continue
                     old = session.call_id
                     assert old is not None
                     history = len(emulator.emulator.calls[old].snapshot()["items"])
@@ -140,6 +155,7 @@ async def run(drops: int) -> dict[str, Any]:
         "conversation_kept": f"{kept}/{drops}",
         "turns_repeated_after_a_drop": len(repeated),
         "session_failures": failures,
+        "unanswered_turns": stalls,
     }
 
 

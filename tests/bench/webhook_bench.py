@@ -68,7 +68,7 @@ def delivery(
 ) -> tuple[bytes, dict[str, str]]:
     """One delivery of ``kind``; valid ones name an eligible room (half) or a room nobody is in
     (half: eligible by name, but no human, so no join)."""
-    room = rooms[n % len(rooms)] if n % 2 else f"empty-{n % 50}"
+    room = rooms[(n // 2) % len(rooms)] if n % 2 else f"empty-{n % 50}"
     if kind == "repeated" and seen:
         event_id = random.choice(seen)
     else:
