@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import re
@@ -50,7 +51,7 @@ from bridge.room.meeting import Meeting
 from bridge.room.rollover import CallLeg, Rollover
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
-from bridge.room.tools.runner import ToolRunner
+from bridge.room.tools.runner import ToolRunner, played_out
 from bridge.room.transcripts import Transcripts
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,11 @@ class ParticipantSession:
                 tasks=self._tasks,
                 actions=self._tool_actions,
                 on_thinking=lambda: self._set_state(AgentState.THINKING),
-                playout=self._source.wait_for_playout if self._source is not None else None,
+                playout=(
+                    functools.partial(played_out, self._pump, self._source)
+                    if self._pump is not None and self._source is not None
+                    else None
+                ),
                 extra=self._extra,
             )
         self._set_state(AgentState.INITIALIZING)
