@@ -8,18 +8,18 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: k8s-tools lint-k8s
 
 # Virtualenv with the package and its dev tools, installed from the hash-locked
-# requirements/dev.txt (never resolved afresh), refreshed when pyproject.toml or the lock changes.
+# config/requirements/dev.txt (never resolved afresh), refreshed when pyproject.toml or the lock changes.
 # `pip check` catches a dependency added to pyproject.toml without `make lock`.
-$(STAMP): pyproject.toml requirements/dev.txt
+$(STAMP): pyproject.toml config/requirements/dev.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 needed")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r config/requirements/dev.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(PY) -m pip check || { echo "requirements/dev.txt does not match pyproject.toml: run make lock" >&2; exit 1; }
+	$(PY) -m pip check || { echo "config/requirements/dev.txt does not match pyproject.toml: run make lock" >&2; exit 1; }
 	touch $(STAMP)
 
-# The lock files (hashes, every platform, Python 3.11+): requirements/dev.txt (make test, CI),
-# requirements/runtime.txt (the image: runtime + emulator) and requirements/build.txt (the build
+# The lock files (hashes, every platform, Python 3.11+): config/requirements/dev.txt (make test, CI),
+# config/requirements/runtime.txt (the image: runtime + emulator) and config/requirements/build.txt (the build
 # backend), all three the same versions. Run after any change to pyproject.toml's dependencies;
 # it keeps existing pins and adds what is new. `make lock LOCK_ARGS=--upgrade` moves every pin to
 # the newest release pyproject.toml allows.
@@ -29,10 +29,10 @@ UV_COMPILE  = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV_COMPILE) pyproject.toml requirements/build.in --extra dev --extra emulator \
-		-o requirements/dev.txt
-	$(UV_COMPILE) pyproject.toml --extra emulator -c requirements/dev.txt -o requirements/runtime.txt
-	$(UV_COMPILE) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
+	$(UV_COMPILE) pyproject.toml config/requirements/build.in --extra dev --extra emulator \
+		-o config/requirements/dev.txt
+	$(UV_COMPILE) pyproject.toml --extra emulator -c config/requirements/dev.txt -o config/requirements/runtime.txt
+	$(UV_COMPILE) config/requirements/build.in -c config/requirements/dev.txt -o config/requirements/build.txt
 
 # livekit-server: found on PATH or in .tools/, else built once with `go install`.
 livekit-server: $(STAMP)
@@ -60,9 +60,9 @@ browser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version 2>/dev/null
 
-# Rebuild the page's bundle (bridge/local/page/page.js, committed) from web/ with npm + esbuild.
+# Rebuild the page's bundle (bridge/local/page/page.js, committed) from bridge/local/page_src/ with npm + esbuild.
 page:
-	cd web && npm ci --no-audit --no-fund && node build.mjs
+	cd bridge/local/page_src && npm ci --no-audit --no-fund && node build.mjs
 
 lint: $(STAMP)
 	$(PY) -m ruff check bridge tests

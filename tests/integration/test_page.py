@@ -31,8 +31,8 @@ pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_DIR = ROOT / "bridge" / "local" / "page"
-SCREENSHOT = ROOT / "docs" / "page.png"
-SCREENSHOT_SOURCES = ROOT / "docs" / "page.png.sources"
+SCREENSHOT = ROOT / "tests" / "screenshots" / "page.png"
+SCREENSHOT_SOURCES = ROOT / "tests" / "screenshots" / "page.png.sources"
 URL_LINE = re.compile(r"^http://127\.0\.0\.1:\d+/$")
 # The agent's voice through WebAudio (0..1, livekit-client's RMS-based volume): the emulator's
 # tones reach ~0.3; silence and comfort noise stay below 0.01.

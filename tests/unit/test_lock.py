@@ -1,7 +1,7 @@
-"""The lock files in requirements/ match pyproject.toml: every dependency pinned (with hashes) at
-a version its range allows, the image's and the build backend's pins the same as the dev lock's.
+"""The lock files in config/requirements/ match pyproject.toml: every dependency pinned (with
+hashes) at a version its range allows, the image's and the build backend's pins the same as the dev lock's.
 
-When this fails after a change to pyproject.toml: run ``make lock`` and commit requirements/.
+When this fails after a change to pyproject.toml: run ``make lock`` and commit config/requirements/.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCKS = ROOT / "requirements"
+LOCKS = ROOT / "config" / "requirements"
 PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
-FIX = "run `make lock` and commit requirements/"
+FIX = "run `make lock` and commit config/requirements/"
 
 
 def pins(name: str) -> dict[str, set[str]]:
@@ -32,7 +32,7 @@ def pins(name: str) -> dict[str, set[str]]:
             continue
         assert i + 1 < len(lines) and "--hash=sha256:" in lines[i + 1], f"{name}: {line} no hash"
         found.setdefault(canonicalize_name(match[1]), set()).add(match[2])
-    assert found, f"requirements/{name} pins nothing"
+    assert found, f"config/requirements/{name} pins nothing"
     return found
 
 
@@ -64,9 +64,9 @@ def check(reqs: list[Requirement], lock: str) -> None:
         if not applies(req):
             continue
         versions = pinned.get(canonicalize_name(req.name))
-        assert versions, f"{req} is not in requirements/{lock}: {FIX}"
+        assert versions, f"{req} is not in config/requirements/{lock}: {FIX}"
         assert any(req.specifier.contains(v, prereleases=True) for v in versions), (
-            f"requirements/{lock} pins {req.name} {sorted(versions)}, outside {req}: {FIX}"
+            f"config/requirements/{lock} pins {req.name} {sorted(versions)}, outside {req}: {FIX}"
         )
 
 

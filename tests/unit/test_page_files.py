@@ -9,11 +9,11 @@ from importlib import resources
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WEB = ROOT / "web"
+WEB = ROOT / "bridge" / "local" / "page_src"
 
 
 def sources_digest() -> str:
-    """What web/build.mjs writes into the bundle's banner."""
+    """What bridge/local/page_src/build.mjs writes into the bundle's banner."""
     names = [f"src/{p.name}" for p in sorted((WEB / "src").glob("*.js"))] + ["package-lock.json"]
     digest = hashlib.sha256()
     for name in names:
@@ -25,7 +25,9 @@ def test_the_committed_bundle_is_built_from_the_current_sources() -> None:
     bundle = resources.files("bridge.local").joinpath("page", "page.js").read_text()
     found = re.search(r"^// sources-sha256: ([0-9a-f]{64})$", bundle, re.MULTILINE)
     assert found, "page.js has no sources digest: rebuild it with `make page`"
-    assert found.group(1) == sources_digest(), "web/ changed: rebuild the bundle with `make page`"
+    assert found.group(1) == sources_digest(), (
+        "bridge/local/page_src/ changed: rebuild the bundle with `make page`"
+    )
 
 
 def test_the_bundle_pins_the_locked_livekit_client() -> None:

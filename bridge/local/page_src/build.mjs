@@ -25,14 +25,14 @@ const version = lock.packages['node_modules/livekit-client'].version;
 
 await build({
   entryPoints: [join(here, 'src/main.js')],
-  outfile: join(here, '../bridge/local/page/page.js'),
+  outfile: join(here, '../page/page.js'),
   bundle: true,
   minify: true,
   format: 'esm',
   target: ['chrome110', 'firefox115', 'safari16'],
   legalComments: 'none',
   banner: {
-    js: `// Built by web/build.mjs from web/src (livekit-client ${version}); do not edit.\n// sources-sha256: ${digest.digest('hex')}`,
+    js: `// Built by bridge/local/page_src/build.mjs from its src/ (livekit-client ${version}); do not edit.\n// sources-sha256: ${digest.digest('hex')}`,
   },
   logLevel: 'warning',
 });
