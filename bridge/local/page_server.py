@@ -2,10 +2,10 @@
 
 ``GET /`` is the page (``bridge/local/page/``, package data: HTML, CSS and the livekit-client
 bundle built from ``bridge/local/page_src/``); ``POST /token`` with ``{"name": ...}`` answers
-what the page needs to join the dev room: the LiveKit URL, a short-lived token for a fresh identity, and which model
-answers (the emulator or the real API). Requests whose ``Host`` is not this loopback address are
-refused, so another web site cannot reach the token endpoint through DNS rebinding.
-"""
+what the page needs to join the dev room: the LiveKit URL, a short-lived token for a fresh
+identity, and which model answers (the emulator or the real API). Requests whose ``Host`` is not
+this loopback address are refused, so another web site cannot reach the token endpoint through
+DNS rebinding."""
 
 from __future__ import annotations
 

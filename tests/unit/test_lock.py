@@ -1,8 +1,9 @@
 """The lock files in config/requirements/ match pyproject.toml: every dependency pinned (with
-hashes) at a version its range allows, the image's and the build backend's pins the same as the dev lock's.
+hashes) at a version its range allows, the image's and the build backend's pins the same as the
+dev lock's.
 
-When this fails after a change to pyproject.toml: run ``make lock`` and commit config/requirements/.
-"""
+When this fails after a change to pyproject.toml: run ``make lock`` and commit
+config/requirements/."""
 
 from __future__ import annotations
 
