@@ -336,13 +336,14 @@ class Dispatcher:
                 if need_humans and not humans:
                     logger.info("not joining: no humans in the room yet", extra=extra)
                     return
-                if need_humans and self.settings.agent_dispatch:
+                if need_dispatch:
+                    # Only rooms the policy leaves out: eligible rooms keep the shortest path
+                    # from the check to the join (replicas racing for one room).
                     dispatched, extra_overrides = await self._dispatched(room)
-                    if need_dispatch and not dispatched:
+                    if not dispatched:
                         return
-                    if dispatched:
-                        overrides = merge_overrides(overrides, extra_overrides)
-                        logger.info("joining: LiveKit lists a dispatch to us", extra=extra)
+                    overrides = merge_overrides(overrides, extra_overrides)
+                    logger.info("joining: LiveKit lists a dispatch to us", extra=extra)
                 self._checking.discard(room)
             error = await self._rooms.join(room, overrides)
             if error is not None:
