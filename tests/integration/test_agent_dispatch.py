@@ -132,7 +132,7 @@ async def test_token_dispatch_brings_the_agent_with_its_settings_and_bad_input_i
             (new,) = set(emulator.emulator.calls) - known
             session = emulator.emulator.calls[new].model.session
             assert session["audio"]["output"]["voice"] == "coral"
-            assert session["instructions"] == "Speak like a pirate."
+            assert session["instructions"].startswith("Speak like a pirate.")
             status = await agent_status(bridge)
             assert status["offer_answer_ms"]["count"] == 1
             (job,) = status["jobs"].values()
