@@ -19,6 +19,13 @@ _STANDARD = frozenset(
 ) | {"message", "asctime", "taskName"}
 
 
+def one_line(text: str, limit: int = 200) -> str:
+    """Outside text (a metadata key, a model's field name) for a log line or an error message:
+    printable, one line, bounded."""
+    flat = "".join(c if c.isprintable() else " " for c in text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 

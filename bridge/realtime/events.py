@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bridge.logs import one_line
+
 
 def new_event_id() -> str:
     return "event_" + secrets.token_hex(10)
@@ -326,7 +328,7 @@ def parse_server_event(data: Any) -> ServerEvent:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return _unknown(data, _one_line(f"{where}: {first['msg']}"))
+        return _unknown(data, one_line(f"{where}: {first['msg']}"))
 
 
 def _unknown(data: dict[str, Any], problem: str | None) -> UnknownEvent:
@@ -337,12 +339,6 @@ def _unknown(data: dict[str, Any], problem: str | None) -> UnknownEvent:
     return UnknownEvent.model_validate(
         {**raw, "event_id": event_id if isinstance(event_id, str) else "", "problem": problem}
     )
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    """Model-supplied text (field names) for a log line: printable, one line, bounded."""
-    flat = "".join(c if c.isprintable() else " " for c in text)
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 # ---- client events --------------------------------------------------------------------------

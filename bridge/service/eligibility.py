@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from bridge.config import SessionOverrides, Settings, apply_overrides
+from bridge.logs import one_line
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ def decide(settings: Settings, room: str, metadata: str) -> Decision:
         checked = _validated(settings, flag)
         if isinstance(checked, str):
             where = checked if not checked.startswith(":") else settings.metadata_key + checked
-            return Decision(False, f"invalid '{settings.metadata_key}' metadata: {where}")
+            return Decision(
+                False, one_line(f"invalid '{settings.metadata_key}' metadata: {where}", 300)
+            )
         overrides = checked
     elif flag is not None and not isinstance(flag, bool):
         return Decision(
@@ -109,7 +112,7 @@ def dispatch_overrides(settings: Settings, metadata: str) -> tuple[SessionOverri
         return None, "not a JSON object of session overrides"
     checked = _validated(settings, parsed)
     if isinstance(checked, str):
-        return None, checked
+        return None, one_line(checked, 300)
     return checked, ""
 
 
