@@ -77,6 +77,9 @@ class UsageTotals:
 class SessionStats:
     """What a session did; benchmarks and tests read it."""
 
+    started_at: float | None = None  # perf_counter() times: start(), agent track published,
+    published_at: float | None = None  # first call connected, first call in use
+    first_connected_at: float | None = None
     first_ready_at: float | None = None
     calls: int = 0
     failures: Counter[str] = field(default_factory=Counter)
@@ -131,6 +134,8 @@ class ParticipantSession:
         self._pump: SpeakerPump | None = None
         self._transcripts: Transcripts | None = None
         self._call: RealtimeCall | None = None
+        # The first call, connecting while the agent track is published (see ``start``).
+        self._early_leg: asyncio.Task[CallLeg | Exception] | None = None
         self._state = AgentState.INITIALIZING
         self._response_id: str | None = None
         self._audio_playing = False
@@ -205,7 +210,10 @@ class ParticipantSession:
         return self._publication.sid if self._publication is not None else None
 
     async def start(self) -> None:
-        """Publish the agent track for this human and start the session's loops."""
+        """Publish the agent track for this human and start the session's loops. The first call
+        connects meanwhile: the two are independent, and join -> ready is the longer of them."""
+        self.stats.started_at = time.perf_counter()
+        self._early_leg = self._tasks.create_task(self._open_early(), name="first-call")
         agent = self._room.local_participant
         if self.speaks:
             self._source = rtc.AudioSource(48_000, 1, queue_size_ms=self.settings.audio_queue_ms)
@@ -213,6 +221,7 @@ class ParticipantSession:
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             self._publication = await asyncio.wait_for(agent.publish_track(track, options), 15.0)
             self._pump = SpeakerPump(self._source)
+            self.stats.published_at = time.perf_counter()
             self._attributes.set_track(self.identity, self._publication.sid)
             self._on_track_published()
         self._transcripts = Transcripts(
@@ -269,6 +278,10 @@ class ParticipantSession:
         if self._transcripts is not None:
             await self._transcripts.drain()
         await self._tasks.aclose()
+        early, self._early_leg = self._early_leg, None
+        unused = early.result() if early is not None and not early.cancelled() else None
+        if isinstance(unused, CallLeg):
+            await unused.aclose()  # connected, but the session ended before using it
         if self._tools is not None:
             await self._tools.aclose()
         await self.rollover.aclose()
@@ -305,7 +318,7 @@ class ParticipantSession:
             if leg is None:
                 self._set_state(AgentState.INITIALIZING)
                 try:
-                    leg = await self._open_leg()
+                    leg = await self._next_leg()
                 except Exception as exc:  # one session's failure must never reach the room
                     failure = self._as_failure(exc)
                     self._count_failure(failure)
@@ -398,6 +411,23 @@ class ParticipantSession:
                 video.stop()
             raise
         return CallLeg(call, audio, video)
+
+    async def _open_early(self) -> CallLeg | Exception:
+        """``_open_leg``, its failure returned for ``_run`` to count and retry like any other."""
+        try:
+            return await self._open_leg()
+        except Exception as exc:
+            return exc
+
+    async def _next_leg(self) -> CallLeg:
+        """The call started with the session (see ``start``) the first time, then a new one."""
+        early, self._early_leg = self._early_leg, None
+        leg = await early if early is not None else await self._open_leg()
+        if isinstance(leg, Exception):
+            raise leg
+        if self.stats.first_connected_at is None:
+            self.stats.first_connected_at = time.perf_counter()
+        return leg
 
     def _use(self, leg: CallLeg) -> None:
         """Make ``leg`` the session's call: the microphone and camera go to it."""

@@ -101,7 +101,7 @@ class RoomWorker:
 
     async def start(self) -> None:
         settings = self.settings
-        prewarm_calls()  # per-process call setup work, done before any human waits for it
+        await prewarm_calls()  # per-process call setup work, done before any human waits for it
         token = agent_token(settings, self.room_name)
         room = self.room
         room.on("track_published", self._on_track_published)

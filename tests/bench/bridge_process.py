@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import httpx
 
@@ -55,6 +56,78 @@ class Probe:
         detector.push(pcm, at)
 
 
+def _report(workers: list[RoomWorker], offset: float, probe: Probe | None) -> dict[str, Any]:
+    """What the sessions measured (times in perf_counter, ``*_wall`` with ``offset`` added)."""
+    ready: dict[str, float] = {}
+    steps: dict[str, dict[str, float | None]] = {}
+    uplink: list[float] = []
+    downlink: list[float] = []
+    dropped = 0
+    for worker in workers:
+        for identity, session in worker.sessions.items():
+            marks = session.stats
+            if marks.first_ready_at is not None:
+                ready[identity] = marks.first_ready_at + offset
+            steps[identity] = {
+                "started": marks.started_at,
+                "published": marks.published_at,
+                "connected": marks.first_connected_at,
+                "ready": marks.first_ready_at,
+            }
+            uplink += [s * 1000 for s in session.uplink_residence()]
+            downlink += [s * 1000 for s in session.downlink_residence()]
+            dropped += session.dropped_frames()
+    playout = {"packets": 0, "concealed": 0, "late": 0, "held_packets": 0, "held_ms": 0.0}
+    source_queue: list[float] = []
+    for worker in workers:
+        for session in worker.sessions.values():
+            if session._pump is not None:
+                source_queue += [s * 1000 for s in session._pump.source_queue]
+            call = session._call
+            if call is not None and call.playout is not None:
+                stats = call.playout.stats
+                playout["packets"] += stats.packets
+                playout["concealed"] += stats.concealed
+                playout["late"] += stats.late
+                playout["held_packets"] += stats.held_packets
+                playout["held_ms"] += round(stats.held_seconds * 1000, 1)
+    result = {
+        "ready_wall": ready,
+        "ready_perf": {k: v - offset for k, v in ready.items()},
+        "start_steps_perf": steps,
+        "onsets": {k: d.onsets for k, d in probe.detectors.items()} if probe else {},
+        "playout": playout,
+        "source_queue_ms": {
+            "p50": _pct(source_queue, 0.5),
+            "p99": _pct(source_queue, 0.99),
+            "samples": len(source_queue),
+        },
+        "uplink_ms": {
+            "p50": _pct(uplink, 0.5),
+            "p99": _pct(uplink, 0.99),
+            "mean": statistics.fmean(uplink) if uplink else None,
+            "samples": len(uplink),
+        },
+        "downlink_ms": {
+            "p50": _pct(downlink, 0.5),
+            "p99": _pct(downlink, 0.99),
+            "mean": statistics.fmean(downlink) if downlink else None,
+            "samples": len(downlink),
+        },
+        "frames_dropped": dropped,
+        "model_calls": sum(s.stats.calls for w in workers for s in w.sessions.values()),
+        "responses": sum(w.usage.responses for w in workers),
+        "tokens": dict(sum((w.usage.tokens for w in workers), Counter())),
+        "context_items_added": sum(
+            s.conversation.added for w in workers for s in w.sessions.values()
+        ),
+        "context_items_trimmed": sum(
+            s.conversation.trimmed for w in workers for s in w.sessions.values()
+        ),
+    }
+    return result
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rooms", required=True)
@@ -87,65 +160,7 @@ async def main() -> None:
         await asyncio.sleep(args.seconds)
     else:
         await asyncio.to_thread(sys.stdin.readline)
-    ready: dict[str, float] = {}
-    uplink: list[float] = []
-    downlink: list[float] = []
-    dropped = 0
-    for worker in workers:
-        for identity, session in worker.sessions.items():
-            if session.stats.first_ready_at is not None:
-                ready[identity] = session.stats.first_ready_at + offset
-            uplink += [s * 1000 for s in session.uplink_residence()]
-            downlink += [s * 1000 for s in session.downlink_residence()]
-            dropped += session.dropped_frames()
-    playout = {"packets": 0, "concealed": 0, "late": 0, "held_packets": 0, "held_ms": 0.0}
-    source_queue: list[float] = []
-    for worker in workers:
-        for session in worker.sessions.values():
-            if session._pump is not None:
-                source_queue += [s * 1000 for s in session._pump.source_queue]
-            call = session._call
-            if call is not None and call.playout is not None:
-                stats = call.playout.stats
-                playout["packets"] += stats.packets
-                playout["concealed"] += stats.concealed
-                playout["late"] += stats.late
-                playout["held_packets"] += stats.held_packets
-                playout["held_ms"] += round(stats.held_seconds * 1000, 1)
-    result = {
-        "ready_wall": ready,
-        "ready_perf": {k: v - offset for k, v in ready.items()},
-        "onsets": {k: d.onsets for k, d in probe.detectors.items()} if probe else {},
-        "playout": playout,
-        "source_queue_ms": {
-            "p50": _pct(source_queue, 0.5),
-            "p99": _pct(source_queue, 0.99),
-            "samples": len(source_queue),
-        },
-        "uplink_ms": {
-            "p50": _pct(uplink, 0.5),
-            "p99": _pct(uplink, 0.99),
-            "mean": statistics.fmean(uplink) if uplink else None,
-            "samples": len(uplink),
-        },
-        "downlink_ms": {
-            "p50": _pct(downlink, 0.5),
-            "p99": _pct(downlink, 0.99),
-            "mean": statistics.fmean(downlink) if downlink else None,
-            "samples": len(downlink),
-        },
-        "frames_dropped": dropped,
-        "model_calls": sum(s.stats.calls for w in workers for s in w.sessions.values()),
-        "responses": sum(w.usage.responses for w in workers),
-        "tokens": dict(sum((w.usage.tokens for w in workers), Counter())),
-        "context_items_added": sum(
-            s.conversation.added for w in workers for s in w.sessions.values()
-        ),
-        "context_items_trimmed": sum(
-            s.conversation.trimmed for w in workers for s in w.sessions.values()
-        ),
-    }
-    print(json.dumps(result), flush=True)
+    print(json.dumps(_report(workers, offset, probe)), flush=True)
     await asyncio.gather(*(w.aclose() for w in workers))
 
 

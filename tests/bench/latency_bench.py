@@ -345,6 +345,10 @@ async def bench_barge_in(
 
 
 async def bench_join(server: LiveKitServer, base: str, n: int, before: bool) -> dict[str, Any]:
+    """``n`` humans join at once, each in their own room: human joined (mic published) -> their
+    call is ready, and where the time went inside the bridge (perf_counter, the same clock in
+    both processes): joined -> session started (the microphone subscribed), -> agent track
+    published, -> first call connected, -> ready (the later of the two, and the mic attached)."""
     tag = f"{int(time.time() * 1000) % 10**8}"
     rooms = [f"lat-join-{n}-{tag}-{i}" for i in range(n)]
     argv = ["-m", "tests.bench.bridge_process", "--rooms", ",".join(rooms)]
@@ -359,19 +363,34 @@ async def bench_join(server: LiveKitServer, base: str, n: int, before: bool) -> 
             await person.join()
             joined[person.identity] = time.perf_counter()
 
+        async def listening(person: Human) -> None:
+            with contextlib.suppress(TimeoutError):  # counted as not ready below
+                await person.wait_until(lambda: "listening" in person.states, 30)
+
         try:
             await asyncio.gather(*(join(p) for p in people))
-            await asyncio.gather(
-                *(p.wait_until(functools.partial(_has_answer_track, p), 30) for p in people)
-            )
-            await asyncio.sleep(2.0)
+            await asyncio.gather(*(listening(p) for p in people))
             inside = await bridge.report()
         finally:
             await asyncio.gather(*(p.leave() for p in people))
     ready = [
         inside["ready_perf"][who] - at for who, at in joined.items() if who in inside["ready_perf"]
     ]
-    return {"humans": n, "ready": len(ready), **{k: v for k, v in _summary(ready).items()}}
+    steps: dict[str, list[float]] = {}
+    for who, at in joined.items():
+        marks = inside["start_steps_perf"].get(who, {})
+        for step in ("started", "ready"):
+            if marks.get(step) is not None:
+                steps.setdefault(f"joined->{step}", []).append(marks[step] - at)
+        for step in ("published", "connected"):
+            if marks.get("started") is not None and marks.get(step) is not None:
+                steps.setdefault(f"started->{step}", []).append(marks[step] - marks["started"])
+    return {
+        "humans": n,
+        "ready": len(ready),
+        **_summary(ready),
+        "split_ms_p50": {k: round(statistics.median(v) * 1000, 1) for k, v in steps.items()},
+    }
 
 
 async def main(argv: list[str] | None = None) -> None:
