@@ -10,7 +10,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
+import anyio.lowlevel
 import httpx
 from aiortc import RTCCertificate
 from pydantic import SecretStr
@@ -53,7 +53,7 @@ async def prewarm() -> None:
     TLS context, and the modules httpx, anyio and aiortc's DTLS import on first use (~300 ms
     of the first call's setup on this machine, measured with cProfile)."""
     httpx.AsyncHTTPTransport(verify=_tls())  # imports httpcore
-    await anyio.sleep(0)  # loads anyio's asyncio backend, which httpcore uses per request
+    await anyio.lowlevel.checkpoint()  # loads anyio's asyncio backend (httpcore's, per request)
     RTCCertificate.generateCertificate()  # imports the key and X.509 backends DTLS uses
 
 
