@@ -66,6 +66,7 @@ class Human:
         self.audio: dict[str, TrackAudio] = {}
         self.transcripts: list[Transcript] = []
         self.states: list[str] = []
+        self.tools: list[str] = []  # the agent's bridge.tool attribute as it changed
         self.legacy: list[tuple[str, str, bool]] = []  # (participant, text, final)
         self.chats: list[tuple[str, str]] = []  # (sender, text) on lk.chat
         self._tasks: list[asyncio.Task[Any]] = []
@@ -201,6 +202,8 @@ class Human:
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if "lk.agent.state" in changed:
             self.states.append(changed["lk.agent.state"])
+        if "bridge.tool" in changed:
+            self.tools.append(changed["bridge.tool"])
         self._tasks.append(asyncio.create_task(self._notify()))
 
     async def _notify(self) -> None:
@@ -224,6 +227,13 @@ class Human:
         while True:
             await asyncio.sleep(0.05)
             await self._notify()
+
+    def agent_attributes(self) -> dict[str, str]:
+        """The attributes of the agent in the room (empty when none is there)."""
+        for participant in self.room.remote_participants.values():
+            if participant.identity.startswith("room-bridge-"):
+                return dict(participant.attributes)
+        return {}
 
     def agent_tracks(self) -> list[TrackAudio]:
         return [a for a in self.audio.values() if a.owner.startswith("room-bridge-")]

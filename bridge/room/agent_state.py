@@ -20,6 +20,7 @@ from bridge.room.identity import (
     HUMAN_TRACK_ATTRIBUTE,
     NOTICE_ATTRIBUTE,
     STATE_ATTRIBUTE,
+    TOOL_ATTRIBUTE,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class AttributeWriter:
         self._states: dict[str, AgentState] = {}
         self._tracks: dict[str, str] = {}
         self._notice = ""
+        self._running: dict[str, list[str]] = {}  # identity -> names of the tools running
         self._published: dict[str, str] = {}
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -83,9 +85,18 @@ class AttributeWriter:
         self._notice = text
         self._dirty.set()
 
+    def set_tools(self, identity: str, names: list[str]) -> None:
+        """The tools running for ``identity`` now (empty: none)."""
+        if names:
+            self._running[identity] = names
+        else:
+            self._running.pop(identity, None)
+        self._dirty.set()
+
     def remove(self, identity: str) -> None:
         self._states.pop(identity, None)
         self._tracks.pop(identity, None)
+        self._running.pop(identity, None)
         self._dirty.set()
 
     @property
@@ -100,6 +111,9 @@ class AttributeWriter:
             wanted[HUMAN_TRACK_ATTRIBUTE + identity] = sid
         if self._notice:
             wanted[NOTICE_ATTRIBUTE] = self._notice
+        running = sorted({name for names in self._running.values() for name in names})
+        if running:
+            wanted[TOOL_ATTRIBUTE] = ", ".join(running)
         # LiveKit deletes an attribute that is set to the empty string.
         for key in self._published:
             wanted.setdefault(key, "")

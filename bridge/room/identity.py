@@ -19,6 +19,8 @@ HUMAN_STATE_ATTRIBUTE = "bridge.state."
 HUMAN_TRACK_ATTRIBUTE = "bridge.track."
 # Something the room should know about the agent, in plain words (e.g. its budget is spent).
 NOTICE_ATTRIBUTE = "bridge.notice"
+# The tools running right now, by name ("get_order, get_location"); absent when none.
+TOOL_ATTRIBUTE = "bridge.tool"
 
 TOKEN_TTL = timedelta(minutes=15)
 

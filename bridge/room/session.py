@@ -242,6 +242,7 @@ class ParticipantSession:
                 tasks=self._tasks,
                 actions=self._tool_actions,
                 on_thinking=lambda: self._set_state(AgentState.THINKING),
+                on_running=functools.partial(self._attributes.set_tools, self.identity),
                 playout=(
                     functools.partial(played_out, self._pump, self._source)
                     if self._pump is not None and self._source is not None

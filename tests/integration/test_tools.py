@@ -282,14 +282,17 @@ async def test_barge_in_records_the_result_without_resuming(
         call = call_of(emulator, bridge, "alice")
         await alice.chat("report slowly please")
         await wait_for(lambda: bool(tool_server.requests), 15)
-        # While the tool runs the agent is thinking (response.done came, no answer yet).
+        # While the tool runs the agent is thinking (response.done came, no answer yet), and
+        # says which tool it is running (the page shows it).
         await alice.wait_until(lambda: alice.states[-1:] == ["thinking"], 5)
+        await alice.wait_until(lambda: alice.tools[-1:] == ["slow_report"], 5)
         # The human speaks over the wait: their turn is answered, the tool's is not resumed.
         await alice.say(0.8, pause=0.7)
         await wait_for(lambda: len(outputs(call)) == 1, 15)
         await alice.wait_until(lambda: bool(alice.final_transcripts(bridge.identity)), 20)
         await wait_for(lambda: alice.states[-1:] == ["listening"], 15)
         assert "too late" in outputs(call)[0]  # recorded in the conversation
+        await alice.wait_until(lambda: "bridge.tool" not in alice.agent_attributes(), 5)
         # Only the chat's response.create: the human's turn was answered (by the service's
         # VAD), the tool's result was not answered on its own.
         assert call.events_in["response.create"] == 1

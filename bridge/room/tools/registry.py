@@ -23,6 +23,9 @@ class Toolbox:
     def __bool__(self) -> bool:
         return bool(self._tools)
 
+    def known(self, name: str) -> bool:
+        return name in self._tools
+
     def get(self, name: str) -> ToolSpec:
         tool = self._tools.get(name)
         if tool is None:

@@ -54,6 +54,7 @@ class ToolRunner:
         tasks: TaskSet,
         actions: RoomActions | None,
         on_thinking: Callable[[], None],
+        on_running: Callable[[list[str]], None],
         playout: Callable[[], Awaitable[None]] | None,
         extra: dict[str, Any],
     ) -> None:
@@ -64,6 +65,7 @@ class ToolRunner:
         self._tasks = tasks
         self._actions = actions
         self._on_thinking = on_thinking
+        self._on_running = on_running  # the names of the tools running now, for the room
         self._playout = playout
         self._extra = extra
         self._call: RealtimeCall | None = None
@@ -86,6 +88,7 @@ class ToolRunner:
     async def aclose(self) -> None:
         await cancel_and_wait(self._batch, self._goodbye_task)
         await self._http.aclose()
+        self._on_running([])
 
     # ---- hooks from the session --------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class ToolRunner:
         if self._batch is not None:
             self._batch.cancel()
             self._batch = None
+            self._on_running([])
 
     def response_created(self, response_id: str) -> None:
         self._active = response_id
@@ -133,7 +137,11 @@ class ToolRunner:
     # ---- running ---------------------------------------------------------------------------
 
     async def _run_batch(self, calls: list[ev.FunctionCall]) -> None:
-        results = await asyncio.gather(*(self._run_one(call) for call in calls))
+        self._on_running([c.name if self._toolbox.known(c.name) else "unknown" for c in calls])
+        try:
+            results = await asyncio.gather(*(self._run_one(call) for call in calls))
+        finally:
+            self._on_running([])
         self._ready.extend(results)
         self._batch = None
         self._flush()
