@@ -9,7 +9,7 @@ Text streams on topic ``lk.transcription`` with attributes ``lk.segment_id``,
   plays (at a nominal speaking rate, all of it when playback ends), so an interrupted answer's
   segment ends with only what was said;
 * human speech: interim and final transcripts published on the human's behalf
-  (``sender_identity`` = the human, track id = their microphone track).
+  (``sender_identity`` = the human, track id = their microphone track; ``private``: to them only).
 
 All network writes go through one ordered, bounded queue per session, run by ``run()``.
 """
@@ -74,8 +74,8 @@ class Transcripts:
         self._human = human_identity
         self._human_track = human_track_sid
         self._pump = pump
-        # Private answers reach only their human: their transcript too (and not via the legacy
-        # API, which cannot address one participant).
+        # Private conversations reach only their human: the answer's transcript and their own
+        # words' (and not via the legacy API, which cannot address one participant).
         self._destinations = [human_identity] if private else None
         self._extra = extra
         self.agent_track_sid = ""
@@ -211,6 +211,7 @@ class Transcripts:
         writer = await self._participant.stream_text(
             topic=TOPIC,
             sender_identity=identity,
+            destination_identities=self._destinations,
             attributes={
                 SEGMENT_ID: sid,
                 TRACK_ID: track,
@@ -219,7 +220,8 @@ class Transcripts:
         )
         await writer.write(text)
         await writer.aclose()
-        await self._legacy(identity, track, sid, text, final)
+        if self._destinations is None:
+            await self._legacy(identity, track, sid, text, final)
 
     # ---- plumbing ----------------------------------------------------------------------------
 

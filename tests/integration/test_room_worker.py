@@ -178,6 +178,13 @@ async def test_two_humans_private_answers(
                 for t in person.final_transcripts(bridge.identity)
             }
             assert tracks == {answer.sid}
+        # And each human's own words (transcribed) reach only them, not the other human.
+        await alice.wait_until(lambda: len(alice.final_transcripts("alice")) >= 1)
+        await bob.wait_until(lambda: len(bob.final_transcripts("bob")) >= 1)
+        await asyncio.sleep(0.5)
+        assert not [t for t in alice.transcripts if t.sender == "bob"]
+        assert not [t for t in bob.transcripts if t.sender == "alice"]
+        assert not [entry for entry in alice.legacy + bob.legacy if entry[0] in ("alice", "bob")]
 
 
 async def test_barge_in_flushes_room_audio(
