@@ -41,6 +41,7 @@ from bridge.config import SessionOverrides, Settings
 from bridge.metrics import RECONCILE_RUNS
 from bridge.room.budget import BUDGET_SPENT
 from bridge.room.identity import agent_identity, is_human_kind
+from bridge.room.tools.builtins import LEFT_BY_MODEL
 from bridge.service.eligibility import decide, dispatch_overrides, merge_overrides
 from bridge.service.local_rooms import RoomInfo
 
@@ -254,9 +255,10 @@ class Dispatcher:
 
     def on_room_ended(self, room: str, reason: str, duplicate: bool) -> None:
         sid = self._sids.pop(room, None)
-        if reason == BUDGET_SPENT and sid:
-            # Its budget is spent: webhooks and reconcile leave this instance of the room alone
-            # (a new instance, or an explicit POST /dispatch, starts afresh).
+        if reason in (BUDGET_SPENT, LEFT_BY_MODEL) and sid:
+            # Its budget is spent, or the model was asked to leave: webhooks and reconcile leave
+            # this instance of the room alone (a new instance, or an explicit POST /dispatch,
+            # starts afresh).
             self._finished.add(sid)
         if duplicate:
             logger.info("left room %s: another agent took it", room, extra={"room": room})

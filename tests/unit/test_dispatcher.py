@@ -121,3 +121,35 @@ async def test_room_finished_of_an_instance_we_cannot_tell_is_not_ours(settings:
     dispatcher = Dispatcher(settings, rooms)  # joined without learning the sid (e.g. /dispatch)
     outcome = dispatcher.on_webhook(event("room_finished", "r", sid="RM_old", event_id="E8"))
     assert outcome.outcome == "stale" and rooms.left == []
+
+
+@pytest.mark.parametrize("reason", ["budget exceeded", "the model called leave_room"])
+async def test_a_room_left_on_purpose_is_not_joined_again(settings: Settings, reason: str) -> None:
+    rooms = FakeRooms({"r": RoomInfo(sessions=1, humans=1)})
+    dispatcher = Dispatcher(settings, rooms)
+    dispatcher._sids["r"] = "RM_1"
+    rooms.leave("r")
+    dispatcher.on_room_ended("r", reason, duplicate=False)
+    again = dispatcher.on_webhook(
+        event("participant_joined", "r", sid="RM_1", event_id="E9", identity="a")
+    )
+    assert again.outcome == "stale"
+    # A new instance of the room starts afresh.
+    fresh = dispatcher.on_webhook(
+        event("participant_joined", "r", sid="RM_2", event_id="E10", identity="a")
+    )
+    assert fresh.outcome == "accepted"
+    await dispatcher.aclose()
+
+
+async def test_a_room_that_ended_otherwise_can_be_joined_again(settings: Settings) -> None:
+    rooms = FakeRooms({"r": RoomInfo(sessions=1, humans=1)})
+    dispatcher = Dispatcher(settings, rooms)
+    dispatcher._sids["r"] = "RM_1"
+    rooms.leave("r")
+    dispatcher.on_room_ended("r", "room empty", duplicate=False)
+    again = dispatcher.on_webhook(
+        event("participant_joined", "r", sid="RM_1", event_id="E11", identity="a")
+    )
+    assert again.outcome == "accepted"
+    await dispatcher.aclose()

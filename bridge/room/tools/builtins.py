@@ -35,6 +35,10 @@ class RoomActions(Protocol):
     def leave_room(self) -> None: ...
 
 
+# The reason a room worker ends with after ``leave_room``: the service stays out of that room.
+LEFT_BY_MODEL = "the model called leave_room"
+
+
 class WorkerActions:
     """``end_call`` removes the human from the room with LiveKit's server API (a phone caller is
     hung up; an app sees ``PARTICIPANT_REMOVED``), which ends their session; ``leave_room`` stops
@@ -53,7 +57,7 @@ class WorkerActions:
 
     def leave_room(self) -> None:
         logger.info("leaving the room: the model called leave_room", extra={"room": self._room})
-        self._stop("the model called leave_room")
+        self._stop(LEFT_BY_MODEL)
 
     async def _remove(self, identity: str) -> None:
         settings = self._settings
