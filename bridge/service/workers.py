@@ -2,9 +2,14 @@
 
 One asyncio process saturates around 8-10 audio sessions, so ``serve --workers N`` runs N child
 processes (``python -m bridge.service.workers``), each serving rooms with its own share of
-``max_sessions``. The HTTP process assigns each room to the least-loaded child and restarts a
-child that dies; the rooms it had are handed out again at once (a fresh agent with the same
-identity replaces the dead one's ghost in the room) and reconcile backs that up.
+``max_sessions``. The HTTP process assigns each room to the least-loaded child (one that has
+finished starting first) and restarts a child that dies.
+
+A dead child's rooms are re-homed at once on the surviving children with a free slot (a fresh
+agent with the same identity makes LiveKit drop the dead one's ghost from the room); the restart
+runs meanwhile, and rooms no survivor has room for wait for it (up to ``JOIN_TIMEOUT``).
+Reconcile backs that up. A restarted child is only ever sent rooms that are not served
+elsewhere, so no room gets two agents.
 
 Control is JSON lines over the child's stdin/stdout (logs go to stderr):
 
@@ -59,6 +64,9 @@ class _Worker:
     proc: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     quick_deaths: int = 0
+    # Started and listening (its first status arrived): a join sent now is not held up behind
+    # the child's start-up (imports, ~1 s on a busy machine).
+    ready: bool = False
     rooms: dict[str, RoomInfo] = field(default_factory=dict)
     assigned: dict[str, SessionOverrides | None] = field(default_factory=dict)
     joining: set[str] = field(default_factory=set)
@@ -106,6 +114,8 @@ class WorkerPool:
         ]
         self._tasks = TaskSet("worker-pool")
         self._closing = False
+        # Set (and replaced) whenever a worker (re)starts: joins waiting for a slot look again.
+        self._started = asyncio.Event()
         # Called after every message from a worker (rooms or sessions may have changed).
         self.on_change: Callable[[], None] | None = None
 
@@ -137,8 +147,10 @@ class WorkerPool:
                 "index": w.index,
                 "pid": w.pid,
                 "alive": w.alive,
+                "ready": w.ready,
                 "budget": w.budget,
                 "rooms": {r: i.as_dict() for r, i in w.rooms.items()},
+                "joining": sorted(w.joining - w.rooms.keys()),
             }
             for w in self._workers
         ]
@@ -163,7 +175,10 @@ class WorkerPool:
             limit=1 << 20,
         )
         worker.started_at = time.monotonic()
+        worker.ready = False
         logger.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
+        self._started.set()
+        self._started = asyncio.Event()
 
     async def _supervise(self, worker: _Worker) -> None:
         while True:
@@ -183,6 +198,7 @@ class WorkerPool:
             worker.rooms.clear()
             worker.assigned.clear()
             worker.joining.clear()
+            worker.ready = False
             for future in worker.pending.values():
                 if not future.done():
                     future.set_result("worker exited")
@@ -191,19 +207,26 @@ class WorkerPool:
             if self._closing:
                 return
             logger.error(
-                "worker %d (pid %d) exited with %s; restarting it; %d rooms move",
+                "worker %d (pid %d) exited with %s; %d rooms re-homed; restarting it",
                 worker.index,
                 proc.pid,
                 code,
                 len(lost),
             )
-            # A worker that dies right after starting (bad config, broken install) is restarted
-            # ever more slowly rather than every second.
-            lived = time.monotonic() - worker.started_at
-            worker.quick_deaths = worker.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
-            await self._respawn(worker, RESTART_DELAY * 2 ** min(worker.quick_deaths, 5))
+            # Re-homed now, on the workers still alive (the restart would take a second or more):
+            # each goes through the dispatcher's join, which waits for the restart only when no
+            # survivor has a free slot.
             for room, overrides in lost.items():
                 self._on_lost(room, overrides)
+            if self.on_change is not None:
+                self.on_change()
+            # A worker that dies right after starting (bad config, broken install) is restarted
+            # ever more slowly rather than every second; one that had been running, at once.
+            lived = time.monotonic() - worker.started_at
+            worker.quick_deaths = worker.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+            quick = worker.quick_deaths
+            delay = RESTART_DELAY * 2 ** min(quick - 1, 5) if quick else 0.0
+            await self._respawn(worker, delay)
 
     async def _respawn(self, worker: _Worker, delay: float) -> None:
         while True:
@@ -222,6 +245,7 @@ class WorkerPool:
         except (json.JSONDecodeError, KeyError, TypeError):
             logger.warning("worker %d wrote a line that is not a message", worker.index)
             return
+        worker.ready = True
         if kind == "status":
             # A room under way stays in `joining` until its joined/join_failed answer.
             worker.rooms = {
@@ -257,15 +281,35 @@ class WorkerPool:
         proc.stdin.write(json.dumps(message).encode() + b"\n")
 
     def choose(self) -> _Worker | None:
-        """The least-loaded live worker with a free slot, or None (at capacity)."""
+        """The least-loaded live worker with a free slot (one that finished starting first), or
+        None (at capacity)."""
         candidates = [w for w in self._workers if w.alive and w.load < w.budget]
-        return min(candidates, key=lambda w: w.load, default=None)
+        return min(candidates, key=lambda w: (not w.ready, w.load), default=None)
+
+    def _restarting(self) -> bool:
+        """A worker is down and will be started again (its slots come back)."""
+        return not self._closing and any(not w.alive and w.budget for w in self._workers)
+
+    async def _home(self) -> _Worker | None:
+        """Where a room goes: ``choose()``, or, when the only free slots belong to a worker being
+        restarted, that worker once it is back (None after ``JOIN_TIMEOUT``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JOIN_TIMEOUT
+        while (worker := self.choose()) is None and self._restarting():
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._started.wait()
+            except TimeoutError:
+                return None
+        return worker
 
     async def join(self, room: str, overrides: SessionOverrides | None) -> str | None:
         """Join ``room`` on the least-loaded worker; returns None or why it failed."""
         if self.has_room(room):
             return None
-        worker = self.choose()
+        worker = await self._home()
+        if self.has_room(room):  # joined meanwhile (the caller's dedupe makes this rare)
+            return None
         if worker is None:
             return "at capacity"
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
@@ -360,6 +404,11 @@ class _Child:
         self._emit({"ev": "joined", "room": room})
 
     async def run(self) -> None:
+        from bridge.realtime.http import prewarm
+
+        # Start-up work the first room would otherwise wait for, done before the first status
+        # tells the parent this worker is ready.
+        prewarm()
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 20)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

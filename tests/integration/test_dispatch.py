@@ -285,7 +285,75 @@ async def test_a_killed_worker_is_replaced_and_its_room_rejoined(
             # A new agent (new process) is in the room with a new model call.
             await eventually(lambda: _calls_grew(emulator, calls_before), timeout=20)
             assert await agents_in(livekit_server, room) == [f"room-bridge-{room}"]
-        assert "exited with -9; restarting it" in bridge.output()
+        assert "exited with -9; 1 rooms re-homed; restarting it" in bridge.output()
+
+
+async def test_a_killed_workers_rooms_move_to_the_other_worker_without_a_double_join(
+    emulator: EmulatorServer, livekit_server: LiveKitServer
+) -> None:
+    """Two workers, a room on each; one is SIGKILLed: its room gets a new agent on the surviving
+    worker (not waiting for the restart), and the restarted worker never joins it again."""
+    async with serve(
+        livekit_server, emulator, workers=2, max_sessions="4", reconcile_interval="1"
+    ) as bridge:
+        first, second = room_name("kill-a"), room_name("kill-b")
+        async with humans(livekit_server, first, "alice"), humans(livekit_server, second, "bob"):
+
+            async def both_served() -> bool:
+                workers = (await bridge.status())["workers"]
+                return sorted(len(w["rooms"]) for w in workers) == [1, 1]
+
+            await eventually(both_served, timeout=30)
+            workers = (await bridge.status())["workers"]
+            (victim,) = [w for w in workers if first in w["rooms"]]
+            (survivor,) = [w for w in workers if w is not victim]
+            ghost = await _agent_sids(livekit_server, first)
+            calls_before = len(emulator.emulator.calls)
+            os.kill(victim["pid"], signal.SIGKILL)
+
+            async def moved() -> bool:
+                now = {w["index"]: w for w in (await bridge.status())["workers"]}
+                return first in now[survivor["index"]]["rooms"]
+
+            await eventually(moved, timeout=30)
+            # A new agent (new participant) with the room's identity, the ghost gone, a new call.
+            await eventually(lambda: _replaced(livekit_server, first, ghost), timeout=20)
+            await eventually(lambda: _calls_grew(emulator, calls_before), timeout=20)
+
+            async def restarted() -> bool:
+                now = {w["index"]: w for w in (await bridge.status())["workers"]}
+                back = now[victim["index"]]
+                return bool(back["alive"] and back["ready"] and back["pid"] != victim["pid"])
+
+            await eventually(restarted, timeout=30)
+            # Let reconcile (1 s) pass over both rooms at least twice: nothing goes to the
+            # restarted worker and each room keeps exactly one agent.
+            runs = metric((await bridge.get("/metrics")).text, "bridge_reconcile_runs_total")
+            await eventually(lambda: _reconciled_since(bridge, runs + 2), timeout=20)
+            now = {w["index"]: w for w in (await bridge.status())["workers"]}
+            assert now[victim["index"]]["rooms"] == {}
+            assert now[victim["index"]]["joining"] == []
+            assert set(now[survivor["index"]]["rooms"]) == {first, second}
+            assert now[survivor["index"]]["pid"] == survivor["pid"]
+            for room in (first, second):
+                assert await agents_in(livekit_server, room) == [f"room-bridge-{room}"]
+        assert "exited with -9; 1 rooms re-homed; restarting it" in bridge.output()
+
+
+async def _agent_sids(server: LiveKitServer, room: str) -> list[str]:
+    async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lkapi:
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+    return [p.sid for p in listed.participants if p.identity.startswith("room-bridge-")]
+
+
+async def _replaced(server: LiveKitServer, room: str, ghost: list[str]) -> bool:
+    sids = await _agent_sids(server, room)
+    return len(sids) == 1 and sids != ghost
+
+
+async def _reconciled_since(bridge: ServeProcess, runs: float) -> bool:
+    text = (await bridge.get("/metrics")).text
+    return metric(text, "bridge_reconcile_runs_total") >= runs
 
 
 async def _room_on_worker(bridge: ServeProcess, room: str) -> bool:
