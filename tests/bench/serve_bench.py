@@ -6,6 +6,10 @@ one talking-ready human (microphone published). ``--kills`` times, the worker ho
 rooms is SIGKILLed; measured is the time until every room it held has its agent back *and* a
 new live model call for its human (target <= 5 s).
 
+Each kill is broken down into phases (seconds after the SIGKILL): every room of the dead worker
+assigned to another worker, a new agent in each room (the ghost gone), a new call for each, and
+the dead worker restarted and ready.
+
 LiveKit restart: with the rooms bridged, livekit-server is stopped and started again on the same
 ports and keys. Meanwhile ``/healthz`` and ``/readyz`` are polled: every probe must be answered
 (``/readyz`` may say 503 while LiveKit is away). Then the humans come back, and measured is the
@@ -31,6 +35,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from livekit import api
 from pydantic import SecretStr
 
 from bridge.emulator.app import EmulatorServer
@@ -84,17 +89,73 @@ async def wait_served(
     return time.monotonic() - started
 
 
+async def agent_sids(server: LiveKitServer, room: str) -> list[str]:
+    async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lkapi:
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+    return [p.sid for p in listed.participants if p.identity.startswith("room-bridge-")]
+
+
+async def phases_after_kill(
+    server: LiveKitServer,
+    emulator: EmulatorServer,
+    bridge: ServeProcess,
+    *,
+    victim: dict[str, Any],
+    ghosts: dict[str, list[str]],
+    before: set[str],
+    killed: float,
+    timeout: float = 60.0,
+) -> dict[str, float]:
+    """Seconds from the SIGKILL until: the service re-assigned every room of the dead worker to
+    another worker (``rehomed``), LiveKit lists exactly one agent in each, a new participant
+    (the ghost gone: ``agent_in_room``), each has a new live call (``call_up``), and the dead
+    worker is running again and ready (``worker_restarted``)."""
+    rooms = list(ghosts)
+    seen: dict[str, float] = {}
+    while len(seen) < 4:
+        if time.monotonic() - killed > timeout:
+            raise TimeoutError(f"rooms not served again within {timeout} s: {seen}")
+        now = time.monotonic() - killed
+        workers = (await bridge.status())["workers"]
+        others = [w for w in workers if w["index"] != victim["index"]]
+        (again,) = [w for w in workers if w["index"] == victim["index"]]
+        if "rehomed" not in seen and all(
+            any(r in w["rooms"] or r in w["joining"] for w in [*others, again]) for r in rooms
+        ):
+            seen["rehomed"] = now
+        if "worker_restarted" not in seen and again["pid"] != victim["pid"] and again["ready"]:
+            seen["worker_restarted"] = now
+        if "agent_in_room" not in seen:
+            sids = {r: await agent_sids(server, r) for r in rooms}
+            if all(len(s) == 1 and s != ghosts[r] for r, s in sids.items()):
+                seen["agent_in_room"] = now
+        if "call_up" not in seen and len(live_calls(emulator) - before) >= len(rooms):
+            seen["call_up"] = now
+        await asyncio.sleep(0.02)
+    return seen
+
+
 async def kill_workers(
     server: LiveKitServer, emulator: EmulatorServer, bridge: ServeProcess, kills: int
 ) -> dict[str, Any]:
     recoveries: list[float] = []
+    phases: list[dict[str, float]] = []
     for _ in range(kills):
         workers = (await bridge.status())["workers"]
         victim = max(workers, key=lambda w: len(w["rooms"]))
         rooms = list(victim["rooms"])
+        ghosts = {room: await agent_sids(server, room) for room in rooms}
         before = live_calls(emulator)
+        killed = time.monotonic()
         os.kill(victim["pid"], signal.SIGKILL)
-        recoveries.append(await wait_served(server, emulator, rooms, before))
+        seen = await phases_after_kill(
+            server, emulator, bridge, victim=victim, ghosts=ghosts, before=before, killed=killed
+        )
+        phases.append({k: round(v, 2) for k, v in seen.items()})
+        recoveries.append(max(seen["agent_in_room"], seen["call_up"]))
+        # Both workers up and every room served before the next kill.
+        await wait_served(server, emulator, list(ghosts), set())
+        await bridge.wait_healthy()
         await asyncio.sleep(1.0)
     return {
         "kills": kills,
@@ -104,6 +165,7 @@ async def kill_workers(
             "max": max(recoveries),
             "all": [round(r, 2) for r in recoveries],
         },
+        "phases_s": phases,
         "target_s": 5.0,
     }
 
