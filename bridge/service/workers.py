@@ -408,7 +408,7 @@ class _Child:
 
         # Start-up work the first room would otherwise wait for, done before the first status
         # tells the parent this worker is ready.
-        prewarm()
+        await prewarm()
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 20)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
