@@ -54,8 +54,10 @@ class Human:
         kind: str = "standard",
         *,
         name: str | None = None,
+        auto_subscribe: bool = True,
     ) -> None:
         self.server = server
+        self.auto_subscribe = auto_subscribe  # False: hears nothing (benchmarks' extra humans)
         self.kind = kind
         self.name = name or identity
         self.room_name = room
@@ -90,7 +92,9 @@ class Human:
             kind=self.kind,
             room_config=self.room_config,
         )
-        await asyncio.wait_for(self.room.connect(self.server.url, token, room_options()), 15)
+        await asyncio.wait_for(
+            self.room.connect(self.server.url, token, room_options(self.auto_subscribe)), 15
+        )
         if publish_mic:
             await self.publish_mic()
 

@@ -8,7 +8,9 @@ measured (call ready times, per-direction residence inside the bridge) and leave
 ``--probe`` also records click onsets at the bridge's boundaries, ``--before`` puts back what
 the latency work replaced (aiortc's own receive path, a TLS context per call) for before/after
 figures, ``--impair`` loses and jitters the model's packets. Without ``--seconds`` it reports
-when a line arrives on stdin.
+when a line arrives on stdin: ``peek`` reports and goes on, any other line reports and leaves.
+Each report also says what every room spent by the bridge's own accounting (its ``Spend``, and
+``bridge_cost_usd_total``) and the ids of the model calls its sessions used.
 """
 
 from __future__ import annotations
@@ -16,21 +18,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import statistics
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import httpx
 
 from bridge.config import load_settings
 from bridge.logs import setup_logging
+from bridge.metrics import COST_USD
 from bridge.realtime import call as realtime_call
 from bridge.realtime import http as realtime_http
 from bridge.realtime import tracks
 from bridge.realtime.playout import Impairment
 from bridge.realtime.tracks import Pcm
+from bridge.room import session as session_module
 from bridge.room.worker import RoomWorker
 from tests.clicks import OnsetDetector
 
@@ -56,7 +61,54 @@ class Probe:
         detector.push(pcm, at)
 
 
-def _report(workers: list[RoomWorker], offset: float, probe: Probe | None) -> dict[str, Any]:
+def _cost_usd_metric() -> float:
+    """``bridge_cost_usd_total`` over every model, as this process counted it."""
+    return sum(
+        sample.value
+        for metric in COST_USD.collect()
+        for sample in metric.samples
+        if sample.name == "bridge_cost_usd_total"
+    )
+
+
+class CallsUsed(logging.Filter):
+    """The model calls each room's sessions used, from the sessions' own "session call ready"
+    records (one per call a session takes up, also of sessions that have ended since); other
+    records below WARNING are dropped as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_room: dict[str, list[str]] = defaultdict(list)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "session call ready":
+            room, call_id = getattr(record, "room", None), getattr(record, "call_id", None)
+            if isinstance(room, str) and isinstance(call_id, str):
+                self.by_room[room].append(call_id)
+        return record.levelno >= logging.WARNING
+
+    def install(self) -> None:
+        session_logger = logging.getLogger(session_module.__name__)
+        session_logger.setLevel(logging.INFO)
+        session_logger.addFilter(self)
+
+
+def _rooms(workers: list[RoomWorker], calls: CallsUsed) -> dict[str, dict[str, Any]]:
+    """Each room's spend by the bridge's own accounting, and the model calls it used."""
+    return {
+        w.room_name: {
+            "cost_usd": w.cost.spend.cost_usd,  # unrounded, to compare with the bill
+            **{k: v for k, v in w.cost.spend.summary().items() if k != "cost_usd"},
+            "transcriptions": w.cost.spend.transcriptions,
+            "call_ids": list(calls.by_room.get(w.room_name, [])),
+        }
+        for w in workers
+    }
+
+
+def _report(
+    workers: list[RoomWorker], offset: float, probe: Probe | None, calls: CallsUsed
+) -> dict[str, Any]:
     """What the sessions measured (times in perf_counter, ``*_wall`` with ``offset`` added)."""
     ready: dict[str, float] = {}
     steps: dict[str, dict[str, float | None]] = {}
@@ -124,6 +176,8 @@ def _report(workers: list[RoomWorker], offset: float, probe: Probe | None) -> di
         "context_items_trimmed": sum(
             s.conversation.trimmed for w in workers for s in w.sessions.values()
         ),
+        "rooms": _rooms(workers, calls),
+        "cost_usd_metric": _cost_usd_metric(),
     }
     return result
 
@@ -143,6 +197,8 @@ async def main() -> None:
     args = parser.parse_args()
     settings = load_settings(overrides={"log_level": "WARNING"})
     setup_logging(settings.log_level)
+    calls = CallsUsed()
+    calls.install()
     probe = Probe() if args.probe else None
     tracks.probe = probe
     if args.before:
@@ -159,8 +215,9 @@ async def main() -> None:
     if args.seconds is not None:
         await asyncio.sleep(args.seconds)
     else:
-        await asyncio.to_thread(sys.stdin.readline)
-    print(json.dumps(_report(workers, offset, probe)), flush=True)
+        while (await asyncio.to_thread(sys.stdin.readline)).strip() == "peek":
+            print(json.dumps(_report(workers, offset, probe, calls)), flush=True)
+    print(json.dumps(_report(workers, offset, probe, calls)), flush=True)
     await asyncio.gather(*(w.aclose() for w in workers))
 
 

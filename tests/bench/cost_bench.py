@@ -1,261 +1,377 @@
-"""Cost benchmark: what a meeting costs on the emulator, with and without `retention_ratio`.
+"""Cost benchmark: what a meeting costs, measured on the real bridge against the emulator.
 
-Three people talk in turns (seeded: 3-12 s each, 1 s apart); every third turn addresses the
-agent, which answers (about 10 s of speech). The emulator's fake model (bridge/emulator/model.py:
-energy VAD, conversation, transcription, answers, and its bill) is driven in simulated time, frame
-by frame, so a 10-minute meeting takes seconds; every ``response.done`` and transcription usage
-it emits is priced with the bridge's own Pricer and the default price table.
+Four variants run at the same time, each in a room of its own on one local livekit-server, each
+in a process of its own (its three humans) with its own bridge process
+(tests/bench/bridge_process.py, settings as ``BRIDGE_*`` variables), all against one emulator
+process. The variants set up one after the other, then their meetings start together:
 
-The client side does what the bridge does in each mode:
-- ``per_participant``: one call per human, hearing only that human (``addressed`` policy: the
-  answer is asked for with ``response.create`` after the addressing transcript);
-- ``per_participant_context``: the same, and every call also gets the others' words and the
-  agent's answers to them as labelled text items (meeting context, bounded to the last 40);
-- ``shared``: one call hearing everyone, turns labelled by speaker.
-The last two model the client behaviour of issue 10 (meetings) as DESIGN.md describes it.
+- ``per_participant`` (one call per human, meeting context on), ``truncation: auto``;
+- the same with ``retention_ratio`` (default 0.5);
+- ``shared`` (one call for the room), ``truncation: auto``;
+- the same with ``retention_ratio``.
 
-Each mode runs twice: ``truncation: auto`` (the baseline, same run) and ``retention_ratio``.
-Prints one JSON object per run and a summary:
+In every room three SDK humans follow the same seeded script (tests/bench/scripted_meeting.py)
+for ``--minutes`` of real time: turns in rotation of 3-12 s of speech, 1 s apart; every third
+utterance a call hears addresses the agent ("Assistant, ..."), which answers under the
+``addressed`` policy (about 10 s of speech) while nobody talks over it. The humans watch the
+agent's state (``lk.agent.state``) to wait for the end of an answer; they do not subscribe to its
+audio (the bridge sends it all the same; the machine is spared decoding it four times over).
 
-    python -m tests.bench.cost_bench [--minutes 10] [--people 3] [--retention-ratio 0.5]
+Per variant it prints the bridge's own accounting (the room's ``Spend``: cost, cost per minute,
+responses, tokens by kind, cached share of the model's input) and checks it against the
+emulator's bill: every response's and transcription's usage from
+``GET /v1/_emulator/calls/{id}`` for the calls the room used, priced by the same ``Pricer``, and
+``bridge_cost_usd_total`` of the bridge process. They must agree to 1e-6 USD, or the bench exits
+non-zero. The last line is a summary with the load average seen during the run.
+
+    python -m tests.bench.cost_bench [--minutes 10] [--retention-ratio 0.5] [--seed 17]
+                                     [--modes per_participant,shared]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import random
+import os
+import signal
+import sys
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+import httpx
 
 from bridge.config import Settings
 from bridge.cost import Pricer, Spend
-from bridge.emulator.model import FakeModel, session_from_request
-from bridge.emulator.options import EmulatorOptions
-from bridge.emulator.voice import VoiceTrack, tone
-from bridge.realtime import build_session
-from bridge.realtime.tracks import FRAME_MS, FRAME_SAMPLES
+from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
+from bridge.prices import PRICES_READ
+from tests.bench.scripted_meeting import (
+    ANSWER,
+    KEY,
+    BridgeProcess,
+    Tally,
+    bridge_env,
+    cpu_seconds,
+    hold,
+    joined,
+    script,
+    transcripts,
+)
+from tests.emulator_process import emulator_process
 
-MODES = ("per_participant", "per_participant_context", "shared")
-CONTEXT_ITEMS = 40
-ANSWER = (
-    "Sure. Here is a short summary of where we are, what was decided so far, and what the "
-    "next step for the team should be before the end of this week."
-)  # ~150 characters: 10 s at the emulator's 15 characters per second
-SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
-
-@dataclass
-class Call:
-    """One emulated call and what its client has seen."""
-
-    model: FakeModel = field(init=False)
-    voice: VoiceTrack = field(init=False)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    context: list[str] = field(default_factory=list)  # ids of meeting-context items
-
-    def audio_started(self, response_id: str) -> None:
-        self.model.audio_started(response_id)
-
-    def audio_stopped(self, response_id: str) -> None:
-        self.model.audio_stopped(response_id)
-
-    def emit(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-        self.changed.set()
-
-    async def wait_for(self, kind: str, count: int) -> dict[str, Any]:
-        while True:
-            seen = [e for e in self.events if e["type"] == kind]
-            if len(seen) >= count:
-                return seen[count - 1]
-            self.changed.clear()
-            await self.changed.wait()
+TOLERANCE_USD = 1e-6
+ADDRESS_EVERY = 3
+SETUP_TIMEOUT_S = 240.0
+FINISH_TIMEOUT_S = 300.0
+# How a variant's process finds the livekit-server and the emulator the parent started.
+SERVER_ENV = "COST_BENCH_LIVEKIT"
+EMULATOR_ENV = "COST_BENCH_EMULATOR"
 
 
-def _error(
-    error_type: str,
-    message: str,
-    param: str | None,
-    event_id: str | None,
-    *,
-    code: str | None = None,
-) -> None:
-    raise RuntimeError(f"emulator error {code or error_type}: {message}")
+@dataclass(frozen=True)
+class Variant:
+    mode: str  # per_participant | shared
+    retention_ratio: float | None
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        mode, _, ratio = spec.partition(":")
+        return cls(mode, float(ratio) if ratio else None)
+
+    @property
+    def spec(self) -> str:
+        return self.mode if self.retention_ratio is None else f"{self.mode}:{self.retention_ratio}"
+
+    @property
+    def name(self) -> str:
+        truncation = "auto" if self.retention_ratio is None else f"ratio{self.retention_ratio}"
+        return f"{self.mode}-{truncation}"
+
+    def settings(self) -> dict[str, str]:
+        env = {
+            "mode": self.mode,
+            "response_policy": "addressed",
+            "meeting_context": "true",
+        }
+        if self.retention_ratio is not None:
+            env["retention_ratio"] = str(self.retention_ratio)
+        return env
 
 
-def new_call(settings: Settings, options: EmulatorOptions) -> Call:
-    session = session_from_request(
-        build_session(settings, create_response=False, interrupt_response=True)
+async def bill(base_url: str, call_ids: list[str], pricer: Pricer) -> Spend:
+    """The emulator's bill for these calls, priced by ``pricer``."""
+    spend = Spend()
+    async with httpx.AsyncClient(timeout=10) as client:
+        for call_id in call_ids:
+            response = await client.get(f"{base_url}/_emulator/calls/{call_id}")
+            response.raise_for_status()
+            call = response.json()
+            for response_billed in call["responses"]:
+                pricer.response(response_billed["usage"], spend)
+            for usage in call["transcriptions"]:
+                pricer.transcription(usage, spend)
+    return spend
+
+
+def _check(room: dict[str, Any], metric: float, billed: Spend) -> dict[str, Any]:
+    bridge_usd, billed_usd = room["cost_usd"], billed.cost_usd
+    agree = (
+        bridge_usd is not None
+        and billed_usd is not None
+        and abs(bridge_usd - billed_usd) <= TOLERANCE_USD
+        and abs(metric - billed_usd) <= TOLERANCE_USD
+        and room["responses"] == billed.responses
+        and room["tokens"] == dict(billed.tokens)
     )
-    call = Call()
-    call.voice = VoiceTrack(call.audio_started, call.audio_stopped)
-    call.model = FakeModel(
-        options=options, session=session, emit=call.emit, error=_error, voice=call.voice
-    )
-    return call
-
-
-class Meeting:
-    def __init__(self, mode: str, settings: Settings, people: int) -> None:
-        self.mode = mode
-        self.settings = settings
-        self.names = [f"person{i + 1}" for i in range(people)]
-        self.options = EmulatorOptions(
-            answers=[ANSWER],
-            answer_delay_ms=0,
-            transcription_delay_ms=0,
-            generation_speed=1e6,
-        )
-        count = 1 if mode == "shared" else people
-        self.calls = [new_call(settings, self.options) for _ in range(count)]
-        self.pricer = Pricer(settings.prices, settings.model, settings.transcription_model)
-        self.spend = Spend()
-        self.seconds = 0.0
-
-    def call_of(self, speaker: int) -> Call:
-        return self.calls[0 if self.mode == "shared" else speaker]
-
-    async def frames(self, call: Call | None, pcm: np.ndarray) -> None:
-        """Feed ``pcm`` to ``call`` 20 ms at a time, advancing every call's voice in step."""
-        for start in range(0, len(pcm), FRAME_SAMPLES):
-            frame = pcm[start : start + FRAME_SAMPLES]
-            if len(frame) < FRAME_SAMPLES:
-                frame = np.concatenate([frame, SILENCE[: FRAME_SAMPLES - len(frame)]])
-            if call is not None:
-                await call.model.on_audio(frame)
-            for each in self.calls:
-                each.voice.advance()
-            self.seconds += FRAME_MS / 1000
-            await asyncio.sleep(0)
-
-    def add_context(self, call: Call, text: str, role: str) -> None:
-        kind = "input_text" if role == "user" else "output_text"
-        item_id = f"item_ctx{len(call.events)}_{len(call.context)}"
-        call.model.create_item(
-            {
-                "id": item_id,
-                "type": "message",
-                "role": role,
-                "content": [{"type": kind, "text": text}],
-            },
-            None,
-            None,
-        )
-        call.context.append(item_id)
-        while len(call.context) > CONTEXT_ITEMS:
-            call.model.delete_item(call.context.pop(0), None)
-
-    async def turn(self, speaker: int, seconds: float, addressed: bool) -> None:
-        call = self.call_of(speaker)
-        transcripts = len([e for e in call.events if e["type"].endswith("transcription.completed")])
-        await self.frames(call, tone(300.0 + 40 * speaker, seconds, amplitude=0.3))
-        await self.frames(call, np.zeros(int(1.0 * 24_000), dtype=np.int16))  # 1 s apart
-        done = await call.wait_for(
-            "conversation.item.input_audio_transcription.completed", transcripts + 1
-        )
-        said = f"[{self.names[speaker]}] {done['transcript']}"
-        if self.mode == "per_participant_context":
-            for other, each in enumerate(self.calls):
-                if other != speaker:
-                    self.add_context(each, said, "user")
-        if not addressed:
-            return
-        answers = len([e for e in call.events if e["type"] == "response.done"])
-        call.model.create_response(None, None)
-        answer = await call.wait_for("response.done", answers + 1)
-        while call.voice.playing:  # the room hears it; nobody talks over it
-            await self.frames(None, SILENCE)
-        if self.mode == "per_participant_context":
-            text = f"[assistant, answering {self.names[speaker]}] {ANSWER}"
-            for other, each in enumerate(self.calls):
-                if other != speaker:
-                    self.add_context(each, text, "assistant")
-        assert answer["response"]["status"] == "completed"
-
-    def bill(self) -> None:
-        for call in self.calls:
-            for event in call.events:
-                if event["type"] == "response.done":
-                    self.pricer.response(event["response"]["usage"], self.spend)
-                elif event["type"].endswith("input_audio_transcription.completed"):
-                    self.pricer.transcription(event["usage"], self.spend)
-
-    async def aclose(self) -> None:
-        for call in self.calls:
-            await call.model.aclose()
-
-
-async def run(mode: str, minutes: float, people: int, ratio: float | None) -> dict[str, Any]:
-    settings = Settings(
-        response_policy="addressed",
-        retention_ratio=ratio,
-        video_enabled=False,
-        model="gpt-realtime",
-    )
-    meeting = Meeting(mode, settings, people)
-    rng = random.Random(17)
-    started = time.perf_counter()
-    turns = 0
-    try:
-        while meeting.seconds < minutes * 60:
-            await meeting.turn(turns % people, rng.uniform(3.0, 12.0), addressed=turns % 3 == 2)
-            turns += 1
-        meeting.bill()
-    finally:
-        await meeting.aclose()
-    spend = meeting.spend
-    cost = spend.cost_usd or 0.0
-    cached = spend.tokens["audio_in_cached"] + spend.tokens["text_in_cached"]
-    uncached = spend.tokens["audio_in"] + spend.tokens["text_in"]
     return {
-        "mode": mode,
-        "truncation": f"retention_ratio {ratio}" if ratio is not None else "auto",
-        "meeting_minutes": round(meeting.seconds / 60, 2),
-        "people": people,
-        "turns": turns,
-        "responses": spend.responses,
-        "cost_usd": round(cost, 4),
-        "cost_per_minute_usd": round(cost / (meeting.seconds / 60), 4),
-        "cost_per_response_usd": round(cost / max(1, spend.responses), 4),
-        "cached_input_share": round(cached / max(1, cached + uncached), 3),
-        "tokens": dict(spend.tokens),
-        "wall_s": round(time.perf_counter() - started, 1),
+        "bridge_usd": bridge_usd,
+        "bridge_cost_usd_total": metric,
+        "emulator_bill_usd": billed_usd,
+        "bill_responses": billed.responses,
+        "agree": agree,
     }
 
 
-async def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--people", type=int, default=3)
-    parser.add_argument("--retention-ratio", type=float, default=0.5)
-    parser.add_argument("--modes", default=",".join(MODES))
-    args = parser.parse_args(argv)
-    summary = []
-    for mode in args.modes.split(","):
-        baseline = await run(mode, args.minutes, args.people, None)
-        print(json.dumps(baseline), flush=True)
-        retained = await run(mode, args.minutes, args.people, args.retention_ratio)
-        print(json.dumps(retained), flush=True)
-        summary.append(
-            {
-                "mode": mode,
-                "cost_usd_auto": baseline["cost_usd"],
-                "cost_usd_retention": retained["cost_usd"],
-                "saving": round(1 - retained["cost_usd"] / baseline["cost_usd"], 3)
-                if baseline["cost_usd"]
-                else None,
-            }
+async def cross_check(
+    bridge: BridgeProcess, room: str, base_url: str, pricer: Pricer, *, attempts: int = 15
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The room's spend by the bridge against the emulator's bill, once both are at rest (the
+    last turn's transcript or answer may still be on its way): up to ``attempts`` looks, 1 s
+    apart. Returns (the bridge's report, the check)."""
+    for attempt in range(attempts):
+        report = await bridge.peek()
+        found = report["rooms"][room]
+        check = _check(
+            found, report["cost_usd_metric"], await bill(base_url, found["call_ids"], pricer)
         )
-    print(
-        json.dumps({"minutes": args.minutes, "people": args.people, "summary": summary}, indent=2)
-    )
+        if check["agree"] or attempt == attempts - 1:
+            return report, {**check, "looks": attempt + 1}
+        await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+async def run_variant(
+    server: LiveKitServer, base_url: str, variant: Variant, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One variant, in a process of its own: set up, say ready, wait for "go" on stdin, hold the
+    meeting, cross-check, return the figures."""
+    room = f"cost-{variant.name}-{uuid.uuid4().hex[:6]}"
+    env = bridge_env(server, base_url, **variant.settings())
+    settings = Settings()  # the same prices and models the bridge process loads
+    pricer = Pricer(settings.prices, settings.model, settings.transcription_model)
+    async with contextlib.AsyncExitStack() as stack:
+        bridge = await stack.enter_async_context(BridgeProcess.start(env, room))
+        humans = await stack.enter_async_context(contextlib.AsyncExitStack())
+        # The humans speak and watch the agent's state; they need not decode its audio.
+        people = await humans.enter_async_context(joined(server, room, listen=False))
+        await bridge.calls_ready(1 if variant.mode == "shared" else len(people))
+        print(json.dumps({"ready": True}), flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # "go"
+        turns = script(
+            seed=args.seed,
+            people=len(people),
+            shortest=3.0,
+            longest=12.0,
+            pause=1.0,
+            address_every=ADDRESS_EVERY,
+            shared=variant.mode == "shared",
+        )
+        cpu_before = cpu_seconds(bridge.pid)
+        tally: Tally = await hold(people, turns, args.minutes * 60)
+        cpu = cpu_seconds(bridge.pid) - cpu_before
+        report, check = await cross_check(bridge, room, base_url, pricer)
+        await humans.aclose()  # they leave, then the bridge does
+        await bridge.stop()
+    return summarize(variant, tally=tally, check=check, cpu=cpu, report=report, room=room)
+
+
+class VariantProcess:
+    """A variant's process (this module with ``--variant``): its humans and its bridge."""
+
+    def __init__(self, variant: Variant, proc: asyncio.subprocess.Process) -> None:
+        self.variant = variant
+        self.proc = proc
+
+    @classmethod
+    async def start(
+        cls, variant: Variant, server: LiveKitServer, base_url: str, args: argparse.Namespace
+    ) -> VariantProcess:
+        env = {
+            **os.environ,
+            SERVER_ENV: json.dumps(
+                {"port": server.config.port, "key": server.api_key, "secret": server.api_secret}
+            ),
+            EMULATOR_ENV: base_url,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.bench.cost_bench",
+            "--variant",
+            variant.spec,
+            "--minutes",
+            str(args.minutes),
+            "--seed",
+            str(args.seed),
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(variant, proc)
+
+    async def line(self, timeout: float) -> dict[str, Any] | None:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        return json.loads(line) if line else None
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+
+    async def aclose(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+        await self.proc.wait()
+
+
+async def run_all(
+    server: LiveKitServer, base_url: str, variants: list[Variant], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The variants' processes set up one at a time (on a loaded machine, four bridges and
+    twelve humans starting at once make joins time out), then their meetings start together."""
+    children: list[VariantProcess] = []
+    try:
+        for variant in variants:
+            child = await VariantProcess.start(variant, server, base_url, args)
+            children.append(child)
+            if await child.line(SETUP_TIMEOUT_S) is None:
+                raise RuntimeError(f"{variant.name}: could not set up (see its errors above)")
+        for child in children:
+            child.go()
+        results = []
+        for child in children:
+            result = await child.line(args.minutes * 60 + FINISH_TIMEOUT_S)
+            if result is None:
+                raise RuntimeError(f"{child.variant.name}: ended without a result")
+            results.append(result)
+        return results
+    finally:
+        for child in children:
+            await child.aclose()
+
+
+def summarize(
+    variant: Variant,
+    *,
+    tally: Tally,
+    check: dict[str, Any],
+    cpu: float,
+    report: dict[str, Any],
+    room: str,
+) -> dict[str, Any]:
+    spent = report["rooms"][room]
+    tokens: dict[str, int] = spent["tokens"]
+    cached = tokens.get("audio_in_cached", 0) + tokens.get("text_in_cached", 0)
+    uncached = tokens.get("audio_in", 0) + tokens.get("text_in", 0)
+    minutes = tally.seconds / 60
+    cost = spent["cost_usd"]
+    return {
+        "variant": variant.name,
+        "mode": variant.mode,
+        "meeting_context": variant.mode == "per_participant",
+        "truncation": "auto"
+        if variant.retention_ratio is None
+        else f"retention_ratio {variant.retention_ratio}",
+        "meeting_minutes": round(minutes, 2),
+        "turns": tally.turns,
+        "addressed": tally.addressed,
+        "answered": tally.answered,
+        "model_calls": len(spent["call_ids"]),
+        "responses": spent["responses"],
+        "transcriptions": spent["transcriptions"],
+        "cost_usd": None if cost is None else round(cost, 4),
+        "cost_per_minute_usd": None if cost is None else round(cost / minutes, 4),
+        "cost_per_response_usd": None
+        if cost is None
+        else round(cost / max(1, spent["responses"]), 4),
+        "cached_input_share": round(cached / max(1, cached + uncached), 3),
+        "tokens": tokens,
+        "cross_check": check,
+        "context_items_added": report["context_items_added"],
+        "context_items_trimmed": report["context_items_trimmed"],
+        "bridge_cpu_cores": round(cpu / max(tally.seconds, 1e-9), 3),
+    }
+
+
+async def sample_load(samples: list[float], every: float = 15.0) -> None:
+    while True:
+        samples.append(os.getloadavg()[0])
+        await asyncio.sleep(every)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--retention-ratio", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--modes", default="per_participant,shared")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # MODE[:RATIO], in a child process
+    args = parser.parse_args(argv)
+    if args.variant:
+        # Stopped by the parent (SIGTERM): clean up (the bridge process, the humans) on the way.
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+        where = json.loads(os.environ[SERVER_ENV])
+        config = LiveKitServerConfig(api_key=where["key"], api_secret=where["secret"])
+        config.port = where["port"]
+        server = LiveKitServer(config)  # a handle on the parent's server: never started here
+        result = await run_variant(
+            server, os.environ[EMULATOR_ENV], Variant.parse(args.variant), args
+        )
+        print(json.dumps(result), flush=True)
+        return 0
+    variants = [
+        Variant(mode, ratio)
+        for mode in args.modes.split(",")
+        for ratio in (None, args.retention_ratio)
+    ]
+    options = {"answers": [ANSWER], "transcripts": transcripts(ADDRESS_EVERY)}
+    load: list[float] = []
+    started = time.monotonic()
+    sampler = asyncio.create_task(sample_load(load))
+    try:
+        async with LiveKitServer() as server, emulator_process(KEY, options) as emulator:
+            results = await run_all(server, emulator.base_url, variants, args)
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+    for result in results:
+        print(json.dumps(result), flush=True)
+    disagree = [r["variant"] for r in results if not r["cross_check"]["agree"]]
+    summary = {
+        "minutes": args.minutes,
+        "people": 3,
+        "prices_read": PRICES_READ,
+        "wall_s": round(time.monotonic() - started, 1),
+        "load_average_1m": {
+            "min": min(load),
+            "max": max(load),
+            "mean": round(sum(load) / len(load), 2),
+        },
+        "cost_usd": {r["variant"]: r["cost_usd"] for r in results},
+        "bridge_equals_bill": not disagree,
+    }
+    print(json.dumps(summary, indent=2), flush=True)
+    if disagree:
+        print(f"bridge accounting differs from the emulator's bill: {disagree}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))
