@@ -55,9 +55,13 @@ class Human:
         *,
         name: str | None = None,
         auto_subscribe: bool = True,
+        listen: bool = True,
     ) -> None:
         self.server = server
         self.auto_subscribe = auto_subscribe  # False: hears nothing (benchmarks' extra humans)
+        # False: the agent's answer tracks are recorded when subscribed but not decoded (a
+        # benchmark that only needs to know the answer track arrived spares the CPU).
+        self.listen = listen
         self.kind = kind
         self.name = name or identity
         self.room_name = room
@@ -72,6 +76,9 @@ class Human:
         self.legacy: list[tuple[str, str, bool]] = []  # (participant, text, final)
         self.chats: list[tuple[str, str]] = []  # (sender, text) on lk.chat
         self._tasks: list[asyncio.Task[Any]] = []
+        self._connecting: asyncio.Task[None] | None = None
+        # The SDK's disconnect, once leave() started it (it may outlive a leave() that timed out).
+        self.disconnecting: asyncio.Task[None] | None = None
         # The SDK's AudioSource takes one capture at a time: the silence task and say() share it.
         self._capture_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
@@ -92,9 +99,13 @@ class Human:
             kind=self.kind,
             room_config=self.room_config,
         )
-        await asyncio.wait_for(
-            self.room.connect(self.server.url, token, room_options(self.auto_subscribe)), 15
+        # Never cancel the SDK's connect: a cancelled connect strands the FFI's room-event
+        # handshake and the SDK SIGTERMs the whole process 15 s later. A join that times out
+        # leaves the connect running; leave() waits for it before disconnecting.
+        self._connecting = asyncio.ensure_future(
+            self.room.connect(self.server.url, token, room_options(self.auto_subscribe))
         )
+        await asyncio.wait_for(asyncio.shield(self._connecting), 15)
         if publish_mic:
             await self.publish_mic()
 
@@ -159,10 +170,13 @@ class Human:
                 name=publication.name, sid=publication.sid, owner=participant.identity
             )
             self.audio[publication.sid] = record
-            self._tasks.append(asyncio.create_task(self._listen(track, record)))
+            if self.listen:
+                # Created here, while the track's handle is surely alive: a task started later
+                # can find the track already gone (the agent unpublished it meanwhile).
+                stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+                self._tasks.append(asyncio.create_task(self._listen(stream, record)))
 
-    async def _listen(self, track: rtc.RemoteAudioTrack, record: TrackAudio) -> None:
-        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+    async def _listen(self, stream: rtc.AudioStream, record: TrackAudio) -> None:
         try:
             async for event in stream:
                 data = np.frombuffer(event.frame.data, dtype=np.int16)
@@ -177,7 +191,10 @@ class Human:
         self._tasks.append(asyncio.create_task(self._read_transcript(reader, sender)))
 
     async def _read_transcript(self, reader: rtc.TextStreamReader, sender: str) -> None:
-        text = await reader.read_all()
+        try:
+            text = await reader.read_all()
+        except rtc.StreamError:
+            return  # cut short by a disconnect (ours or theirs): not a transcript
         async with self._changed:
             self.transcripts.append(
                 Transcript(sender, dict(reader.info.attributes or {}), text, time.monotonic())
@@ -188,7 +205,10 @@ class Human:
         self._tasks.append(asyncio.create_task(self._read_chat(reader, sender)))
 
     async def _read_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
-        text = await reader.read_all()
+        try:
+            text = await reader.read_all()
+        except rtc.StreamError:
+            return
         async with self._changed:
             self.chats.append((sender, text))
             self._changed.notify_all()
@@ -265,15 +285,27 @@ class Human:
     def final_transcripts(self, sender: str | None = None) -> list[Transcript]:
         return [t for t in self.transcripts if t.final and (sender is None or t.sender == sender)]
 
-    async def leave(self) -> None:
+    async def leave(self, timeout: float = 10.0) -> None:
+        """Stop speaking and listening, then disconnect. Raises TimeoutError when the SDK's
+        disconnect takes longer than ``timeout``; the disconnect then goes on in
+        ``self.disconnecting`` (never cancelled: the SDK's native side finishes it anyway)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._connecting is not None and not self._connecting.done():
+            await asyncio.wait({self._connecting}, timeout=timeout)
+        connecting = self._connecting
+        if connecting is not None and connecting.done() and not connecting.cancelled():
+            connecting.exception()  # a failed join raised it already; marked as retrieved
+        self.disconnecting = asyncio.ensure_future(self.room.disconnect())
+        done, _ = await asyncio.wait({self.disconnecting}, timeout=timeout)
+        if not done:
+            raise TimeoutError(f"{self.identity}: disconnect took over {timeout:g} s")
+        self.disconnecting.result()
         for topic in ("lk.transcription", "lk.chat"):
             with contextlib.suppress(Exception):
                 self.room.unregister_text_stream_handler(topic)
-        await asyncio.wait_for(self.room.disconnect(), 10)
         await self.source.aclose()
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import sys
+from collections import Counter
 from typing import Any
 
 from aiortc import RTCPeerConnection
@@ -30,6 +32,15 @@ def proc_status(field: str) -> int:
     return 0
 
 
+def thread_names() -> dict[str, int]:
+    """Threads by name (native ones too: the kernel's view), to tell which kind grows."""
+    names: Counter[str] = Counter()
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/comm") as fh:
+            names[fh.read().strip()] += 1
+    return dict(sorted(names.items()))
+
+
 def stats(worker: RoomWorker) -> dict[str, Any]:
     gc.collect()
     live_pcs = sum(
@@ -45,6 +56,7 @@ def stats(worker: RoomWorker) -> dict[str, Any]:
         "tasks": len(asyncio.all_tasks()),
         "fds": len(os.listdir("/proc/self/fd")),
         "threads": proc_status("Threads"),
+        "threads_by_name": thread_names(),
         "peer_connections": live_pcs,
         "rss_mb": round(proc_status("VmRSS") / 1024, 1),
         "sessions": sessions,
