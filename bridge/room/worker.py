@@ -23,11 +23,13 @@ from livekit import rtc
 
 from bridge.aio import Closer, TaskSet, cancel_and_wait
 from bridge.config import SessionOverrides, Settings, apply_overrides
+from bridge.logs import one_line
 from bridge.metrics import ROOMS_ACTIVE
 from bridge.realtime.http import prewarm as prewarm_calls
 from bridge.room.agent_state import AttributeWriter
 from bridge.room.budget import BUDGET_SPENT, RoomCost
 from bridge.room.capacity import SessionBudget
+from bridge.room.chat import CHAT_TOPIC, MAX_CHAT_CHARS, MAX_CHATS_IN_FLIGHT, read_chat
 from bridge.room.identity import agent_identity, agent_token, is_human
 from bridge.room.media import MicrophonePump
 from bridge.room.meeting import Meeting
@@ -37,12 +39,9 @@ from bridge.room.tools.builtins import WorkerActions
 
 logger = logging.getLogger(__name__)
 
-CHAT_TOPIC = "lk.chat"
-CONNECT_TIMEOUT = 15.0
-CHAT_READ_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 15.0  # the SDK's, per signal connection attempt
+JOIN_TIMEOUT = CONNECT_TIMEOUT  # how long start() waits for the connect
 CHAT_SEND_TIMEOUT = 10.0
-MAX_CHAT_CHARS = 8_000
-MAX_CHATS_IN_FLIGHT = 8
 
 
 class RoomWorker:
@@ -76,6 +75,7 @@ class RoomWorker:
         self._attributes: AttributeWriter | None = None
         self._ending: set[ParticipantSession] = set()
         self._chats_in_flight = 0
+        self._connecting: asyncio.Future[None] | None = None
         self._closed = False
         self._closer = Closer()
         self._extra = {"room": room_name}
@@ -113,7 +113,11 @@ class RoomWorker:
         room.on("active_speakers_changed", self._on_active_speakers)
         room.on("disconnected", self._on_disconnected)
         options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT)
-        await asyncio.wait_for(room.connect(settings.livekit_url, token, options), CONNECT_TIMEOUT)
+        # The SDK's connect is never cancelled: a connect cancelled after the server accepted it
+        # strands the SDK's native side, which then SIGTERMs the whole process 15 s later (every
+        # room in it gone). On a timeout it runs on; aclose() waits for it and leaves the room.
+        self._connecting = asyncio.ensure_future(room.connect(settings.livekit_url, token, options))
+        await asyncio.wait_for(asyncio.shield(self._connecting), JOIN_TIMEOUT)
         room.register_text_stream_handler(CHAT_TOPIC, self._on_chat)
         # Private answers: deny by default before any track exists, so no one can subscribe to a
         # new answer track in the moment between its publication and its permission.
@@ -154,6 +158,7 @@ class RoomWorker:
         await self._tasks.aclose()
         with contextlib.suppress(KeyError, ValueError):
             self.room.unregister_text_stream_handler(CHAT_TOPIC)
+        await self._connected()
         if self.room.isconnected():
             try:
                 await asyncio.wait_for(self.room.disconnect(), 10.0)
@@ -171,6 +176,23 @@ class RoomWorker:
             spend.describe(),
             extra={**self._extra, **spend.log_extra()},
         )
+
+    async def _connected(self) -> None:
+        """A connect that timed out still runs in the SDK: wait for it (bounded) so the room it
+        may yet join is left instead of stranded."""
+        connecting = self._connecting
+        if connecting is None:
+            return
+        if not connecting.done():
+            await asyncio.wait({connecting}, timeout=CONNECT_TIMEOUT)
+        if not connecting.done():
+            logger.warning(
+                "connect to LiveKit still pending after %g s more; left to the SDK",
+                CONNECT_TIMEOUT,
+                extra=self._extra,
+            )
+        elif not connecting.cancelled() and connecting.exception() is not None:
+            logger.info("connect failed: %s", connecting.exception(), extra=self._extra)
 
     def _end(self, reason: str) -> None:
         if self.end_reason is None:
@@ -544,7 +566,9 @@ class RoomWorker:
     def _on_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
         if self._chats_in_flight >= MAX_CHATS_IN_FLIGHT:
             logger.warning(
-                "chat from %s dropped: too many chat streams open", sender, extra=self._extra
+                "chat from %s dropped: too many chat streams open",
+                one_line(sender),
+                extra=self._extra,
             )
             reader.close()
             return
@@ -552,23 +576,27 @@ class RoomWorker:
         self._spawn(self._read_chat(reader, sender), f"chat-{sender}")
 
     async def _read_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
-        parts: list[str] = []
-        size = 0
         try:
-            async with asyncio.timeout(CHAT_READ_TIMEOUT):
-                async for chunk in reader:
-                    parts.append(chunk)
-                    size += len(chunk)
-                    if size > MAX_CHAT_CHARS:
-                        logger.info("chat from %s cut at %d characters", sender, MAX_CHAT_CHARS)
-                        break
-        except (TimeoutError, Exception) as exc:  # the SDK raises Exception
-            logger.warning("chat from %s could not be read: %s", sender, exc, extra=self._extra)
-            return
+            message = await read_chat(reader)
         finally:
             reader.close()  # a reader left open keeps an SDK subscription alive
             self._chats_in_flight -= 1
-        text = "".join(parts).strip()[:MAX_CHAT_CHARS]
+        if message.problem is not None:
+            logger.warning(
+                "chat from %s could not be read: %s",
+                one_line(sender),
+                message.problem,
+                extra=self._extra,
+            )
+            return
+        if message.cut:
+            logger.info(
+                "chat from %s cut at %d characters",
+                one_line(sender),
+                MAX_CHAT_CHARS,
+                extra=self._extra,
+            )
+        text = message.text
         session = self.sessions.get(sender)
         if not text:
             return
@@ -581,7 +609,7 @@ class RoomWorker:
         if session is None:
             logger.info(
                 "chat from %s not bridged: they have no session (no microphone published)",
-                sender,
+                one_line(sender),
                 extra=self._extra,
             )
             return

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.peer import EmulatedCall
 from bridge.local.livekit_server import LiveKitServer
+from bridge.room import worker as worker_module
 from bridge.room.capacity import SessionBudget
 from bridge.room.worker import RoomWorker
 from tests.conftest import BridgeSettings
@@ -344,6 +345,28 @@ async def test_chat_is_a_text_turn(
         await alice.chat("what is on the agenda")
         await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
         assert "what is on the agenda" in alice.final_transcripts(bridge.identity)[0].text
+
+
+async def test_a_join_that_times_out_is_finished_and_left(
+    bridge_settings: BridgeSettings,
+    livekit_server: LiveKitServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """start() gives up on a slow connect, but the SDK's connect is never cancelled (cancelled
+    after the server accepted it, the SDK's native side SIGTERMs the process 15 s later); aclose()
+    lets it finish and leaves the room, so no agent stays behind in it."""
+    monkeypatch.setattr(worker_module, "JOIN_TIMEOUT", 0.001)
+    room = room_name()
+    async with humans(livekit_server, room, "alice") as (alice,):
+        bridge = RoomWorker(bridge_settings(), room)
+        with pytest.raises(TimeoutError):
+            await bridge.start()
+        connecting = bridge._connecting
+        assert connecting is not None and not connecting.done()  # still running in the SDK
+        await bridge.aclose("join failed")
+        assert connecting.done() and connecting.exception() is None  # it did join, then left
+        assert not bridge.room.isconnected()
+        await alice.wait_until(lambda: bridge.identity not in alice.room.remote_participants)
 
 
 async def test_refused_call_recovers_and_401_ends_the_session(
