@@ -13,7 +13,7 @@ rest was dropped) or a one-line ``problem``; the worker logs either as one line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
 from bridge.logs import one_line
@@ -32,7 +32,7 @@ class ChatMessage:
 
 
 async def read_chat(
-    chunks: AsyncIterator[str],
+    chunks: AsyncIterable[str],
     *,
     limit: int = MAX_CHAT_CHARS,
     timeout: float = CHAT_READ_TIMEOUT,
