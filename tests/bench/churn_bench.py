@@ -187,6 +187,7 @@ async def sample(bridge: BridgeProcess, churn: Churn, into: list[dict[str, Any]]
                 "sessions": len(stats["sessions"]),
                 **{k: stats[k] for k in ("tasks", "fds", "threads", "peer_connections", "rss_mb")},
                 "load": round(os.getloadavg()[0], 1),
+                "threads_by_name": stats["threads_by_name"],
             }
         )
         print(json.dumps(into[-1]), file=sys.stderr, flush=True)
