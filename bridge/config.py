@@ -312,6 +312,16 @@ class Settings(BaseSettings):
     audio_queue_ms: int = Field(
         default=400, ge=20, le=5000, description="Model audio buffered toward the room."
     )
+    uplink_backlog_s: float = Field(
+        default=8.0,
+        ge=0,
+        le=60,
+        description=(
+            "What a human says while no model call is up (a dropped call being replaced, an idle "
+            "session waking up): the last this many seconds, from where speech started, go to the "
+            "next call. 0: dropped."
+        ),
+    )
 
     # ---- Tools -------------------------------------------------------------------------------
     tools: list[ToolSpec] = Field(

@@ -54,9 +54,7 @@ async def bridge_settings(
             livekit_api_key=livekit_server.api_key,
             livekit_api_secret=SecretStr(livekit_server.api_secret),
             openai_base_url=emulator.base_url,
-            empty_room_grace=1.0,
-            retry_backoff_initial=0.2,
-            **overrides,
+            **{"empty_room_grace": 1.0, "retry_backoff_initial": 0.2, **overrides},
         )
 
     yield make

@@ -29,7 +29,8 @@ from bridge.realtime.tracks import (
     PcmAudioTrack,
     VideoFrameTrack,
 )
-from bridge.vad import EnergyVad, VadConfig, VadEvent
+from bridge.room.backlog import Backlog
+from bridge.vad import VadConfig
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Uplink(Protocol):
     dropped: int
     watch_level: bool  # while on, ``last_loud_at`` follows speech (a call switch is pending)
     last_loud_at: float
+    backlog: Backlog  # what is said while no call is up, for the next call
 
     def attach(self, sink: PcmAudioTrack | None) -> None: ...
 
@@ -55,7 +57,10 @@ class MicrophonePump:
     def __init__(self, track: rtc.Track, settings: Settings) -> None:
         self._track = track
         self._sink: PcmAudioTrack | None = None
-        self._vad = EnergyVad(VadConfig(threshold=settings.vad_threshold))
+        # What is said while no call is up, for the next call (bridge/room/backlog.py).
+        self.backlog = Backlog(
+            VadConfig(threshold=settings.vad_threshold), settings.uplink_backlog_s
+        )
         self.woke = asyncio.Event()
         self.dropped = 0
         self._dropped_seen = 0
@@ -71,6 +76,7 @@ class MicrophonePump:
         self._sink = sink
         self._dropped_seen = 0
         self.woke.clear()
+        self.backlog.attach(sink is not None)
 
     async def run(self) -> None:
         stream = rtc.AudioStream(
@@ -83,7 +89,7 @@ class MicrophonePump:
                     tracks.probe("uplink_in", pcm, time.perf_counter())
                 sink = self._sink
                 if sink is not None:
-                    sink.push(pcm)
+                    sink.push(self.backlog.feed(pcm, time.monotonic())[0])
                     if sink.dropped_frames != self._dropped_seen:
                         new = sink.dropped_frames - self._dropped_seen
                         AUDIO_FRAMES_DROPPED.labels("uplink").inc(new)
@@ -91,7 +97,7 @@ class MicrophonePump:
                         self._dropped_seen = sink.dropped_frames
                     if self.watch_level and max(int(pcm.max()), -int(pcm.min())) > self._loud_peak:
                         self.last_loud_at = time.monotonic()
-                elif self._vad.push(pcm) is VadEvent.STARTED:
+                elif self.backlog.hold(pcm, time.monotonic()):
                     self.woke.set()
         finally:
             await stream.aclose()

@@ -34,7 +34,8 @@ from livekit import rtc
 from bridge.config import Settings
 from bridge.metrics import AUDIO_FRAMES_DROPPED
 from bridge.realtime.tracks import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, PcmAudioTrack
-from bridge.vad import EnergyVad, VadConfig, VadEvent
+from bridge.room.backlog import Backlog
+from bridge.vad import VadConfig
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class MixedMicrophones:
     def __init__(self, settings: Settings) -> None:
         config = VadConfig(threshold=settings.vad_threshold)
         self._speech_power = (10 ** (config.threshold_dbfs / 10)) * 32768.0**2
-        self._vad = EnergyVad(config)
+        self.backlog = Backlog(config, settings.uplink_backlog_s)  # see MicrophonePump
         self._mics: dict[str, _Mic] = {}
         self._mixer: rtc.AudioMixer | None = None
         self._sink: PcmAudioTrack | None = None
@@ -151,6 +152,7 @@ class MixedMicrophones:
         self._sent.clear()
         self._dropped_seen = 0
         self.woke.clear()
+        self.backlog.attach(sink is not None)
 
     async def run(self) -> None:
         mixer = rtc.AudioMixer(
@@ -169,11 +171,13 @@ class MixedMicrophones:
                 pcm = np.frombuffer(frame.data, dtype=np.int16)
                 sink = self._sink
                 if sink is None:
-                    if self._vad.push(pcm) is VadEvent.STARTED:
+                    if self.backlog.hold(pcm, time.monotonic()):
                         self.woke.set()
                     continue
+                # Held speech goes out late: attributed by when it was said.
+                pcm, said_at = self.backlog.feed(pcm, time.monotonic())
                 sink.push(pcm)
-                self._sent.append((sink.sent_ms, time.monotonic()))
+                self._sent.append((sink.sent_ms, said_at))
                 if self.watch_level and max(int(pcm.max()), -int(pcm.min())) > self._loud_peak:
                     self.last_loud_at = time.monotonic()
                 if sink.dropped_frames != self._dropped_seen:

@@ -232,6 +232,7 @@ class ParticipantSession:
             pump=self._pump,
             private=self.settings.audience == "private",
             extra=self._extra,
+            on_cut=self._answered,  # what was heard of a cut answer is carried over too
         )
         self._transcripts.agent_track_sid = self.track_sid or ""
         if self.settings.tools:
@@ -342,11 +343,12 @@ class ParticipantSession:
             finally:
                 old, leg = leg, await self._hand_over(leg, ending)
             # A call that lasted, or that carried the conversation (an answer came), was no
-            # flapping: its drop starts the retries over.
-            if (
+            # flapping: its drop starts the retries over, and the first call again goes at once.
+            healthy = (
                 time.monotonic() - old.connected_at >= STABLE_CALL_SECONDS
                 or self.usage.responses > answered
-            ):
+            )
+            if healthy:
                 attempt = 0
             if leg is not None:
                 continue
@@ -363,7 +365,8 @@ class ParticipantSession:
                 if attempt > self.settings.retry_attempts:
                     self._give_up(failure, attempt)
                     return
-                await self._backoff(attempt, failure)
+                # Only the first call after a working one goes at once; its failures back off.
+                await self._backoff(attempt, failure, at_once=healthy)
 
     async def _hand_over(self, old: CallLeg, ending: str) -> CallLeg | None:
         """After a call: make-before-break, the next call prepared by the rollover (if any)
@@ -500,7 +503,10 @@ class ParticipantSession:
                 self._transcripts.interrupted()
             await cancel_and_wait(speaker)
 
-    async def _backoff(self, attempt: int, exc: RealtimeError) -> None:
+    async def _backoff(self, attempt: int, exc: RealtimeError, *, at_once: bool = False) -> None:
+        if at_once:
+            logger.warning("model call dropped (%s); calling again", exc, extra=self._extra)
+            return
         delay = min(
             self.settings.retry_backoff_max,
             self.settings.retry_backoff_initial * 2 ** (attempt - 1),
@@ -736,9 +742,10 @@ class ParticipantSession:
 
     def _on_transcript_done(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.AudioTranscriptDone)
-        if self._transcripts is not None:
-            self._transcripts.agent_done(event.item_id, event.transcript)
-        self._answered(event.transcript)
+        if self._transcripts is None or self._transcripts.agent_done(
+            event.item_id, event.transcript
+        ):
+            self._answered(event.transcript)
 
     def _on_text_done(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.TextDone)

@@ -68,8 +68,12 @@ class Transcripts:
         pump: SpeakerPump | None,
         private: bool,
         extra: dict[str, str],
+        on_cut: Callable[[str], None] | None = None,
     ) -> None:
         self._participant = participant
+        # An answer cut before its transcript was complete (barge-in, the call dropped): told
+        # what of it was heard, the only record of it the conversation gets.
+        self._on_cut = on_cut
         self._agent = agent_identity
         self._human = human_identity
         self._human_track = human_track_sid
@@ -96,14 +100,16 @@ class Transcripts:
         segment = self._current(item_id)
         segment.text += delta
 
-    def agent_done(self, item_id: str, transcript: str) -> None:
+    def agent_done(self, item_id: str, transcript: str) -> bool:
+        """The answer's whole transcript; False when it comes after its answer was cut."""
         if segment_id(item_id) in self._finished:
-            return
+            return False
         segment = self._current(item_id)
         segment.text = transcript
         segment.text_done = True
         if segment.audio_done:
             self._finish(segment, interrupted=False)
+        return True
 
     def agent_text_only(self, item_id: str, text: str) -> None:
         """An answer without audio (policy or modality): publish it whole."""
@@ -161,6 +167,10 @@ class Transcripts:
     def _finish(self, segment: _AgentSegment, *, interrupted: bool) -> None:
         if not interrupted:
             self._release(segment, len(segment.text))
+        elif not segment.text_done and self._on_cut is not None:
+            heard = segment.text[: segment.released].strip()
+            if heard:
+                self._on_cut(heard)
         self._finished.append(segment.id)
         if self._segment is segment:
             self._segment = None

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
+from bridge.realtime.tracks import FRAME_MS
 from bridge.room.session import ParticipantSession
 from bridge.room.worker import RoomWorker
 from tests.bench.realtime_bench import _pct
@@ -72,6 +73,22 @@ async def turn(
     return first
 
 
+def shortfall(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """None when the new call holds at least as many items with words as the dropped call
+    had (an answer still being generated has none yet in the emulator); else what is missing
+    (by text)."""
+    said = [i for i in before if i["text"]]
+    carried = [i for i in after if i["text"]]
+    if len(carried) >= len(said):
+        return None
+    texts = {i["text"] for i in carried}
+    return {
+        "old_items": len(said),
+        "new_items": len(carried),
+        "missing": [f"{i['role']}: {i['text']!r}" for i in said if i["text"] not in texts],
+    }
+
+
 def summary(values: list[float]) -> dict[str, float | None]:
     ms = [v * 1000 for v in values]
     return {"p50": _pct(ms, 0.5), "p95": _pct(ms, 0.95), "max": max(ms) if ms else None}
@@ -105,6 +122,8 @@ async def run(drops: int) -> dict[str, Any]:
                 session: ParticipantSession = bridge.sessions["alice"]
                 await until(lambda: session.call_id is not None and alice.agent_tracks(), 20)
                 baseline: list[float] = []
+                noticed: list[float] = []
+                short: list[dict[str, Any]] = []
                 call_up: list[float] = []
                 heard: list[float] = []
                 kept = 0
@@ -129,30 +148,38 @@ async def run(drops: int) -> dict[str, Any]:
                         continue
                     old = session.call_id
                     assert old is not None
-                    history = len(emulator.emulator.calls[old].snapshot()["items"])
+                    before = emulator.emulator.calls[old].snapshot()["items"]
                     dropped = time.monotonic()
                     await emulator.emulator.calls[old].end("dropped")
                     speaking = asyncio.create_task(turn(alice, REPEAT_AFTER_S, repeated))
+                    await until(lambda old=old: session.call_id != old, ANSWER_TIMEOUT_S)
+                    noticed.append(time.monotonic() - dropped)
                     await until(
                         lambda old=old: session.call_id not in (None, old), ANSWER_TIMEOUT_S
                     )
                     call_up.append(time.monotonic() - dropped)
                     heard.append(await speaking - dropped)
                     new = emulator.emulator.calls[session.call_id or ""]
-                    # Carried over: every item of the old call (up to the bridge's history
-                    # bound), before this turn's own.
+                    # Carried over: every item of the old call, before this turn's own.
                     items = new.snapshot()["items"]
-                    kept += len(items) >= min(history, 20)
+                    missing = shortfall(before, items)
+                    kept += missing is None
+                    if missing is not None:
+                        short.append(missing)
                 failures = dict(session.stats.failures)
+                held_s = session._mic.backlog.replayed * FRAME_MS / 1000
         finally:
             await bridge.aclose()
     return {
         "bench": "drops",
         "drops": drops,
+        "drop_noticed_ms": summary(noticed),
         "new_call_up_ms": summary(call_up),
         "next_answer_heard_after_drop_ms": summary(heard),
         "baseline_answer_heard_after_speech_start_ms": summary(baseline),
-        "conversation_kept": f"{kept}/{drops}",
+        "conversation_kept": f"{kept}/{len(call_up)}",
+        "conversation_short": short,
+        "speech_held_while_no_call_s": held_s,
         "turns_repeated_after_a_drop": len(repeated),
         "session_failures": failures,
         "unanswered_turns": stalls,

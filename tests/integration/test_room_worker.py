@@ -499,6 +499,60 @@ async def test_session_limit_and_dropped_calls_reconnect_with_history(
         await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 2)
 
 
+async def test_speech_while_no_call_is_up_reaches_the_next_call(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    """A call drops and its replacement takes a while (refused twice: backoff); the human speaks
+    once meanwhile and is answered by the new call without saying it again."""
+    room = room_name()
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(retry_backoff_initial=0.5), room) as bridge,
+    ):
+        await call_ready(bridge, "alice")
+        session = bridge.sessions["alice"]
+        first = call_of(emulator, bridge, "alice")
+        emulator.emulator.options.fail_calls_status = 503
+        emulator.emulator.options.fail_calls_count = 2
+        await first.end("dropped")
+        await wait_for(lambda: session.call_id is None)
+        await alice.say(0.7, pause=0.3)
+        # Spoken while no call was up (the refusals' backoff is 1 s, then 2 s).
+        assert session.call_id is None
+        await wait_for(lambda: session.call_id is not None, timeout=20)
+        second = call_of(emulator, bridge, "alice")
+        await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
+        assert second.events_out["input_audio_buffer.speech_started"] == 1
+        assert session.stats.failures == {"RealtimeError": 1, "http_503": 2}
+
+
+async def test_an_answer_cut_by_a_drop_goes_to_the_next_call_as_far_as_it_was_heard(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    room = room_name()
+    emulator.emulator.options.chars_per_second = 10.0  # a 4 s answer...
+    emulator.emulator.options.generation_speed = 1.0  # ...whose transcript ends with its audio
+    async with (
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(bridge_settings(), room) as bridge,
+    ):
+        await call_ready(bridge, "alice")
+        session = bridge.sessions["alice"]
+        first = call_of(emulator, bridge, "alice")
+        await alice.say(0.7, pause=0.3)
+        (track,) = alice.agent_tracks()
+        await alice.wait_until(lambda: len(track.loud) >= 50, timeout=20)  # 1 s of it heard
+        await first.end("dropped")
+        await wait_for(lambda: session.call_id not in (None, first.id), timeout=15)
+        second = call_of(emulator, bridge, "alice")
+        await wait_for(lambda: second.events_in.get("conversation.item.create", 0) >= 2)
+        answers = [i["text"] for i in second.snapshot()["items"] if i["role"] == "assistant"]
+        # The words heard before the drop (whole words), not the answer the model had in mind
+        # ("Answer 1. I heard: utterance 1, 0.70 s.").
+        assert len(answers) == 1 and answers[0], answers
+        assert "Answer 1. I heard: utterance".startswith(answers[0]), answers
+
+
 async def test_closing_while_humans_leave_still_hangs_up_every_call(
     bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
 ) -> None:
