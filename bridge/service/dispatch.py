@@ -112,10 +112,6 @@ class Dispatcher:
         self._finished = _Bounded(FINISHED_ROOMS)
         self._sids: dict[str, str] = {}
         self._joining: set[str] = set()
-        # The latest join started for each room in _joining: an earlier one that ends meanwhile
-        # (its worker died and the room was re-homed) neither frees the room nor reports.
-        self._join_owner: dict[str, int] = {}
-        self._join_count = 0
         # Rooms in _joining whose pre-join check (humans? an agent already?) is still running.
         self._checking: set[str] = set()
         # Rooms of accepted LiveKit job offers, until their assignment (or release).
@@ -310,19 +306,11 @@ class Dispatcher:
         need_dispatch: bool = False,
     ) -> None:
         self._joining.add(room)
-        self._join_count += 1
-        self._join_owner[room] = self._join_count
         if check:
             self._checking.add(room)
         self._tasks.create_task(
             self._join(
-                room,
-                overrides,
-                sid,
-                check,
-                need_humans=need_humans,
-                need_dispatch=need_dispatch,
-                token=self._join_count,
+                room, overrides, sid, check, need_humans=need_humans, need_dispatch=need_dispatch
             ),
             name=f"join-{room}",
         )
@@ -337,7 +325,6 @@ class Dispatcher:
         *,
         need_humans: bool,
         need_dispatch: bool,
-        token: int,
     ) -> None:
         extra = {"room": room}
         error: str | None = None
@@ -370,15 +357,11 @@ class Dispatcher:
             error = f"could not check the room before joining: {exc}"
             logger.warning("%s", error, extra=extra)
         finally:
-            if self._join_owner.get(room) == token:
-                del self._join_owner[room]
-                self._joining.discard(room)
-                self._checking.discard(room)
-                if error is not None or self._rooms.has_room(room):
-                    for listener in self.listeners:
-                        listener.joined(room, error)
-            else:
-                logger.info("join superseded by a newer one (%s)", error or "done", extra=extra)
+            self._joining.discard(room)
+            self._checking.discard(room)
+            if error is not None or self._rooms.has_room(room):
+                for listener in self.listeners:
+                    listener.joined(room, error)
             self.changed()
 
     async def _dispatched(self, room: str) -> tuple[bool, SessionOverrides | None]:
