@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from hypothesis import settings
 from pydantic import SecretStr
@@ -65,3 +69,32 @@ async def bridge_settings(
 settings.register_profile("short", max_examples=200, deadline=None)
 settings.register_profile("long", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "short"))
+
+
+# A test that stops making progress is cancelled from inside its own event loop, so its `finally`
+# blocks run (humans leave, workers close) and it fails (then is rerun) instead of hanging the
+# suite. pytest-timeout's 120 s stays the last resort: its signal lands in whatever task runs at
+# that moment, which need not be the test's.
+ASYNC_TEST_TIMEOUT = 100.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "obj", None)
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(function):
+            item.obj = _bounded(function)
+
+
+def _bounded(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Any]:
+    @functools.wraps(test)
+    async def run(*args: Any, **kwargs: Any) -> None:
+        limit = asyncio.timeout(ASYNC_TEST_TIMEOUT)
+        try:
+            async with limit:
+                await test(*args, **kwargs)
+        except TimeoutError as exc:
+            if limit.expired():
+                raise AssertionError(f"no result in {ASYNC_TEST_TIMEOUT:g} s") from exc
+            raise
+
+    return run
