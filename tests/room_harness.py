@@ -262,6 +262,12 @@ class Human:
     def agent_tracks(self) -> list[TrackAudio]:
         return [a for a in self.audio.values() if a.owner.startswith("room-bridge-")]
 
+    def answer_track(self) -> TrackAudio | None:
+        """The agent track that answers this human (attribute ``bridge.track.<identity>``),
+        once subscribed."""
+        sid = self.agent_attributes().get(f"bridge.track.{self.identity}")
+        return next((a for a in self.agent_tracks() if a.sid == sid), None)
+
     async def publish_camera(self, width: int, height: int, fps: float, seconds: float) -> None:
         """Publish a camera track of ``width`` x ``height`` at ``fps`` for ``seconds``."""
         source = rtc.VideoSource(width, height)

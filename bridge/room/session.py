@@ -44,6 +44,7 @@ from bridge.realtime import events as ev
 from bridge.realtime.session_config import turn_detection
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.agent_state import AgentState, AttributeWriter
+from bridge.room.answer_tracks import AnswerTrack, AnswerTracks
 from bridge.room.budget import SessionCost
 from bridge.room.conversation import ConversationState, Line
 from bridge.room.media import SpeakerPump, Uplink, VideoSampler
@@ -107,6 +108,7 @@ class ParticipantSession:
         mic: Uplink,
         mic_sid: str,
         attributes: AttributeWriter,
+        answer_tracks: AnswerTracks,
         room_usage: UsageTotals,
         on_track_published: Callable[[], None],
         on_gave_up: Callable[[ParticipantSession], None] | None = None,
@@ -117,8 +119,9 @@ class ParticipantSession:
         self.settings = settings
         self.identity = identity
         self.name = name
-        self.track_name = identity  # of the agent track that answers this session
         self._room = room
+        self._answer_tracks = answer_tracks
+        self._answer: AnswerTrack | None = None
         self._mic_sid = mic_sid
         self._attributes = attributes
         self._room_usage = room_usage
@@ -130,7 +133,6 @@ class ParticipantSession:
         self._sampler = VideoSampler(settings)
         self._video_task: asyncio.Task[None] | None = None
         self._source: rtc.AudioSource | None = None
-        self._publication: rtc.LocalTrackPublication | None = None
         self._pump: SpeakerPump | None = None
         self._transcripts: Transcripts | None = None
         self._call: RealtimeCall | None = None
@@ -207,7 +209,14 @@ class ParticipantSession:
 
     @property
     def track_sid(self) -> str | None:
-        return self._publication.sid if self._publication is not None else None
+        return self._answer.sid if self._answer is not None else None
+
+    answer_name: str | None = None  # a fixed name for the answer track (else ``answer-<n>``)
+
+    @property
+    def track_name(self) -> str | None:
+        """The name of the agent track that answers this session (``answer-<n>``)."""
+        return self._answer.name if self._answer is not None else None
 
     async def start(self) -> None:
         """Publish the agent track for this human and start the session's loops. The first call
@@ -216,13 +225,11 @@ class ParticipantSession:
         self._early_leg = self._tasks.create_task(self._open_early(), name="first-call")
         agent = self._room.local_participant
         if self.speaks:
-            self._source = rtc.AudioSource(48_000, 1, queue_size_ms=self.settings.audio_queue_ms)
-            track = rtc.LocalAudioTrack.create_audio_track(self.track_name, self._source)
-            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            self._publication = await asyncio.wait_for(agent.publish_track(track, options), 15.0)
+            self._answer = await self._answer_tracks.acquire(self.identity, self.answer_name)
+            self._source = self._answer.source
             self._pump = SpeakerPump(self._source)
             self.stats.published_at = time.perf_counter()
-            self._attributes.set_track(self.identity, self._publication.sid)
+            self._attributes.set_track(self.identity, self._answer.sid)
             self._on_track_published()
         self._transcripts = Transcripts(
             agent,
@@ -269,7 +276,7 @@ class ParticipantSession:
             self._video_task = None
 
     async def aclose(self, reason: str = "closed") -> None:
-        """End the session: hang up, unpublish the agent track, close streams. Idempotent, and
+        """End the session: hang up, park the answer track (muted), close streams. Idempotent, and
         runs to the end even if the caller is cancelled meanwhile."""
         if not self._closer.started:
             self._closed = True
@@ -287,15 +294,9 @@ class ParticipantSession:
         if self._tools is not None:
             await self._tools.aclose()
         await self.rollover.aclose()
-        if self._publication is not None and self._room.isconnected():
-            try:
-                await asyncio.wait_for(
-                    self._room.local_participant.unpublish_track(self._publication.sid), 10.0
-                )
-            except (TimeoutError, Exception) as exc:  # the SDK raises Exception
-                logger.info("unpublish failed: %s", exc, extra=self._extra)
-        if self._source is not None:
-            await self._source.aclose()
+        answer, self._answer = self._answer, None
+        if answer is not None:
+            self._answer_tracks.release(answer)  # muted and kept for the next session
         self._attributes.remove(self.identity)
         spent: dict[str, object] = {}
         if self.cost is not None:

@@ -27,6 +27,7 @@ from bridge.config import Settings
 from bridge.realtime import RealtimeClosedError
 from bridge.realtime import events as ev
 from bridge.room.agent_state import AttributeWriter
+from bridge.room.answer_tracks import AnswerTracks
 from bridge.room.budget import SessionCost
 from bridge.room.meeting import Meeting, label
 from bridge.room.mixer import MixedMicrophones
@@ -41,12 +42,15 @@ V = TypeVar("V")
 
 
 class SharedSession(ParticipantSession):
+    answer_name = TRACK_NAME
+
     def __init__(
         self,
         *,
         settings: Settings,
         room: rtc.Room,
         attributes: AttributeWriter,
+        answer_tracks: AnswerTracks,
         room_usage: UsageTotals,
         on_track_published: Callable[[], None],
         on_gave_up: Callable[[ParticipantSession], None] | None,
@@ -63,6 +67,7 @@ class SharedSession(ParticipantSession):
             mic=self.mics,
             mic_sid="",
             attributes=attributes,
+            answer_tracks=answer_tracks,
             room_usage=room_usage,
             on_track_published=on_track_published,
             on_gave_up=on_gave_up,
@@ -70,7 +75,6 @@ class SharedSession(ParticipantSession):
             tool_actions=tool_actions,
             cost=cost,
         )
-        self.track_name = TRACK_NAME
         self._names: dict[str, str] = {}  # identity -> name
         self._mic_sids: dict[str, str] = {}  # identity -> microphone track sid
         self._spans: OrderedDict[str, tuple[int, int | None]] = OrderedDict()

@@ -27,6 +27,7 @@ from bridge.logs import one_line
 from bridge.metrics import ROOMS_ACTIVE
 from bridge.realtime.http import prewarm as prewarm_calls
 from bridge.room.agent_state import AttributeWriter
+from bridge.room.answer_tracks import AnswerTracks
 from bridge.room.budget import BUDGET_SPENT, RoomCost
 from bridge.room.capacity import SessionBudget
 from bridge.room.chat import CHAT_TOPIC, MAX_CHAT_CHARS, MAX_CHATS_IN_FLIGHT, read_chat
@@ -61,6 +62,7 @@ class RoomWorker:
         self.room_name = room_name
         self.identity = agent_identity(self.settings, room_name)
         self.room = rtc.Room()
+        self.answer_tracks = AnswerTracks(self.room, queue_size_ms=self.settings.audio_queue_ms)
         self.sessions: dict[str, ParticipantSession] = {}
         self.usage = UsageTotals()
         self.cost = RoomCost(self.settings, room_name, on_exceeded=self._budget_passed)
@@ -156,6 +158,7 @@ class RoomWorker:
         self._waiting.clear()
         await asyncio.gather(*(self._finish_session(s, reason) for s in sessions))
         await self._tasks.aclose()
+        await self.answer_tracks.aclose()
         with contextlib.suppress(KeyError, ValueError):
             self.room.unregister_text_stream_handler(CHAT_TOPIC)
         await self._connected()
@@ -383,6 +386,7 @@ class RoomWorker:
                 mic=MicrophonePump(track, self.settings),
                 mic_sid=mic_sid,
                 attributes=self.attributes,
+                answer_tracks=self.answer_tracks,
                 room_usage=self.usage,
                 on_track_published=self._update_permissions,
                 on_gave_up=self._release_slot,
@@ -437,6 +441,7 @@ class RoomWorker:
                     settings=self.settings,
                     room=self.room,
                     attributes=self.attributes,
+                    answer_tracks=self.answer_tracks,
                     room_usage=self.usage,
                     on_track_published=self._update_permissions,
                     on_gave_up=self._release_slot,

@@ -92,7 +92,7 @@ async def start_bridge(
 
 
 def answered(human: Human) -> bool:
-    return any(t.name == human.identity for t in human.agent_tracks())
+    return human.answer_track() is not None
 
 
 class Churn:

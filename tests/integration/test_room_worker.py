@@ -84,7 +84,8 @@ async def test_one_human_conversation(
         await wait_for(lambda: "alice" in bridge.sessions and bridge.sessions["alice"].stats.calls)
         await alice.wait_until(lambda: bool(alice.agent_tracks()))
         (track,) = alice.agent_tracks()
-        assert track.name == "alice"
+        assert track.name == "answer-1"
+        assert alice.answer_track() is track  # bridge.track.alice names it
         for answers in (1, 2):
             loud_before = len(track.loud)
             await alice.say(1.0, pause=0.7)
@@ -164,10 +165,9 @@ async def test_two_humans_private_answers(
         await bob.wait_until(lambda: sum(len(t.loud) for t in bob.agent_tracks()) > 25)
         await asyncio.sleep(0.5)
         # Private: each human can subscribe only to the track that answers them.
-        assert [t.name for t in alice.agent_tracks()] == ["alice"]
-        assert [t.name for t in bob.agent_tracks()] == ["bob"]
         (for_alice,) = alice.agent_tracks()
         (for_bob,) = bob.agent_tracks()
+        assert alice.answer_track() is for_alice and bob.answer_track() is for_bob
         assert abs(for_alice.frequency() - 440) < 15
         assert abs(for_bob.frequency() - 880) < 15
         # Each answer's transcript reaches only its own human, tagged with their answer track.
@@ -186,6 +186,22 @@ async def test_two_humans_private_answers(
         assert not [t for t in alice.transcripts if t.sender == "bob"]
         assert not [t for t in bob.transcripts if t.sender == "alice"]
         assert not [entry for entry in alice.legacy + bob.legacy if entry[0] in ("alice", "bob")]
+        # Alice leaves: her answer track is parked (muted, still published, nobody may have it),
+        # and Carol, joining next, gets that same track: answer tracks are reused, never
+        # unpublished, so the SDK's per-track native encoder is not leaked per session.
+        await alice.leave()
+        await wait_for(lambda: "alice" not in bridge.sessions)
+        async with humans(livekit_server, room, "carol") as (carol,):
+            await call_ready(bridge, "carol")
+            await carol.wait_until(lambda: carol.answer_track() is not None)
+            for_carol = carol.answer_track()
+            assert for_carol is not None and for_carol.sid == for_alice.sid
+            assert bridge.answer_tracks.published == 2
+            assert [t.sid for t in carol.agent_tracks()] == [for_alice.sid]  # still private
+            await carol.say(0.8, freq=660, pause=0.7)
+            await carol.wait_until(lambda: len(for_carol.loud) > 25)
+            assert abs(for_carol.frequency() - 660) < 15
+            assert [t.sid for t in bob.agent_tracks()] == [for_bob.sid]
 
 
 async def test_barge_in_flushes_room_audio(
