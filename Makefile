@@ -82,7 +82,7 @@ bench: livekit-server
 	$(PY) -m tests.bench.dispatch_bench
 	$(PY) -m tests.bench.latency_bench
 	$(PY) -m tests.bench.latency_bench --impair 0.05,0.02 --barge-ins 0 --join-humans ""
-	$(PY) -m tests.bench.cost_bench --minutes 10
+	$(PY) -m tests.bench.cost_bench --minutes 10 --one-at-a-time
 	$(PY) -m tests.bench.meeting_bench
 	$(PY) -m tests.bench.drop_bench
 	$(PY) -m tests.bench.storm_bench

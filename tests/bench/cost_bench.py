@@ -25,7 +25,7 @@ emulator's bill: every response's and transcription's usage from
 non-zero. The last line is a summary with the load average seen during the run.
 
     python -m tests.bench.cost_bench [--minutes 10] [--retention-ratio 0.5] [--seed 17]
-                                     [--modes per_participant,shared]
+                                     [--modes per_participant,shared] [--one-at-a-time]
 """
 
 from __future__ import annotations
@@ -242,7 +242,13 @@ async def run_all(
     server: LiveKitServer, base_url: str, variants: list[Variant], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """The variants' processes set up one at a time (on a loaded machine, four bridges and
-    twelve humans starting at once make joins time out), then their meetings start together."""
+    twelve humans starting at once make joins time out), then their meetings start together;
+    with ``--one-at-a-time`` each variant's meeting runs alone, the next after it."""
+    if args.one_at_a_time:
+        results = []
+        for variant in variants:
+            results += await run_all(server, base_url, [variant], _together(args))
+        return results
     children: list[VariantProcess] = []
     try:
         for variant in variants:
@@ -262,6 +268,10 @@ async def run_all(
     finally:
         for child in children:
             await child.aclose()
+
+
+def _together(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "one_at_a_time": False})
 
 
 def summarize(
@@ -319,6 +329,12 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retention-ratio", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--modes", default="per_participant,shared")
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="run the variants' meetings one after the other (2 per-participant meetings at "
+        "once need more than two cores)",
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # MODE[:RATIO], in a child process
     args = parser.parse_args(argv)
     if args.variant:
