@@ -25,6 +25,7 @@ async def page() -> AsyncIterator[PageServer]:
         model="emulator",
         model_label="local emulator",
         audience="room",
+        agent_name="helper",
     )
     async with PageServer(room, port=0) as server:
         yield server
@@ -58,6 +59,9 @@ async def test_a_token_for_a_fresh_identity_in_the_dev_room(page: PageServer) ->
     assert claims.name == "Ada Lovelace"
     assert claims.video is not None
     assert (claims.video.room, claims.video.room_join) == ("demo", True)
+    # Joining asks LiveKit to dispatch the agent by name (the path production uses).
+    assert claims.room_config is not None
+    assert [a.agent_name for a in claims.room_config.agents] == ["helper"]
     assert SECRET not in str(first)
 
 
