@@ -20,7 +20,8 @@ over a WebSocket at ``<LIVEKIT_URL>/agent``; see shared docs "Agent dispatch"):
   logged and ignored. Dispatched rooms are joined whatever the ``rooms`` policy says.
 * The assignment starts the same join as a webhook or ``POST /dispatch`` (with our own agent
   token: same identity as the one LiveKit minted). ``update_job`` follows the room's life:
-  running when joined, failed (with the error) when the join fails, success when the agent leaves.
+  running when joined, failed (with the error) when the join fails or the agent is disconnected
+  by an error, success when the agent leaves normally.
 * ``update_worker`` (load = sessions / ``max_sessions``; ``WS_FULL`` at capacity or while
   draining) is sent whenever it changes.
 * A termination (after ``DeleteDispatch``) makes the agent leave that room. LiveKit also sends
@@ -78,6 +79,23 @@ HEARTBEAT = 15.0
 MAX_MESSAGE_BYTES = 1 << 20
 OUTBOX_SIZE = 1024
 ANSWER_SAMPLES = 2048
+# How a room's end is reported to LiveKit (update_job): its agent disconnected by the SDK for one
+# of these reasons (bridge/room/worker.py: "disconnected: <DisconnectReason>") ended its job
+# normally; for any other it failed, with that reason as the error. Every other end is ours
+# (no humans left, budget spent, the model left, asked to leave, shutting down): success.
+DISCONNECTED = "disconnected: "
+NORMAL_DISCONNECTS = frozenset(
+    {"CLIENT_INITIATED", "PARTICIPANT_REMOVED", "ROOM_DELETED", "ROOM_CLOSED"}
+)
+
+
+def job_outcome(reason: str, duplicate: bool) -> tuple[int, str]:
+    """(``JobStatus``, error) for a room that ended for ``reason``."""
+    if duplicate:
+        return lkagent.JS_FAILED, "another agent took the room"
+    if reason.startswith(DISCONNECTED) and reason[len(DISCONNECTED) :] not in NORMAL_DISCONNECTS:
+        return lkagent.JS_FAILED, reason
+    return lkagent.JS_SUCCESS, ""
 
 
 class ProtocolError(Exception):
@@ -496,12 +514,10 @@ class AgentWorker:
                 self._job_status(job, lkagent.JS_FAILED, error)
 
     def ended(self, room: str, reason: str, duplicate: bool) -> None:
+        status, error = job_outcome(reason, duplicate)
         for job in [j for j in self._jobs.values() if j.room == room]:
             del self._jobs[job.id]
-            if duplicate:
-                self._job_status(job, lkagent.JS_FAILED, "another agent took the room")
-            else:
-                self._job_status(job, lkagent.JS_SUCCESS)
+            self._job_status(job, status, error)
 
     def changed(self) -> None:
         """Report status and load when either changed."""
@@ -526,4 +542,4 @@ class AgentWorker:
         self._send(lkagent.WorkerMessage(update_job=update))
 
 
-__all__ = ["AgentWorker", "agent_socket_url"]
+__all__ = ["AgentWorker", "agent_socket_url", "job_outcome"]
