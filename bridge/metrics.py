@@ -1,11 +1,12 @@
 """Prometheus metrics. Module-level collectors in the default registry; ``serve`` exposes them at
-``/metrics`` (worker processes report theirs to the HTTP process, see bridge/workers.py)."""
+``/metrics`` (worker processes report theirs to the HTTP process, see bridge/service/workers.py)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-# Gauges add up across worker processes (prometheus_client multiprocess mode, see workers.py).
+# Gauges add up across worker processes (prometheus_client multiprocess mode, see
+# bridge/service/workers.py).
 ROOMS_ACTIVE = Gauge("bridge_rooms_active", "Rooms with an agent.", multiprocess_mode="livesum")
 SESSIONS_ACTIVE = Gauge(
     "bridge_sessions_active", "Human sessions with a live model call.", multiprocess_mode="livesum"

@@ -1,6 +1,6 @@
 """The rooms one process serves: starts a RoomWorker per room, watches it, reports how it ended.
 
-Used by each worker process of ``serve`` (bridge/workers.py) and directly by tests.
+Used by each worker process of ``serve`` (bridge/service/workers.py) and directly by tests.
 """
 
 from __future__ import annotations

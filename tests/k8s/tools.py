@@ -6,7 +6,7 @@
 Each tool is taken from ``$KUSTOMIZE_BIN`` / ``$KUBE_LINTER_BIN``, else from ``PATH`` when that one
 reports the pinned version, else from ``.tools/bin/<name>-<version>``; failing all that it is built
 once with ``go install <module>@<version>`` into ``.tools/bin`` (git-ignored) under a file lock,
-like livekit-server (bridge/livekit_server.py). Where the module proxy cannot serve a tool,
+like livekit-server (bridge/local/livekit_server.py). Where the module proxy cannot serve a tool,
 ``$<TOOL>_SRC`` (``KUSTOMIZE_SRC``, ``KUBE_LINTER_SRC``) names a checkout of the pinned tag (the
 module's root, where its go.mod is) to build from instead.
 
