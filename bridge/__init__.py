@@ -9,9 +9,9 @@ The folders follow the data path, from the room to the model:
     emulator/  a local stand-in for the Realtime API, for dev and tests
 
 Modules at this level are the plumbing every side shares (settings, logging, metrics, task
-helpers, ICE configuration, child processes, voice activity detection) and the CLI, which is the
-only place that may import every side. The import rules are checked by
-``tests/unit/test_layout.py``.
+helpers, ICE configuration, child processes, voice activity detection) and the entry points
+(``cli``, ``commands``, ``__main__``), the only modules that may import every side and that no
+other module may import. The import rules are checked by ``tests/unit/test_layout.py``.
 """
 
 __version__ = "0.1.0"

@@ -7,12 +7,17 @@ functions, so a rule cannot be broken by importing late.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "bridge"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "bridge"
 SIDES = ("room", "service", "local", "realtime", "emulator")
+# The entry points wire the sides together: they may import every side, and no side (nor the
+# plumbing) may import them, or a room module could reach the service through ``bridge.commands``.
+ENTRY_POINTS = {"cli", "commands", "__main__"}
 # Who may import which side of the package; "plumbing" is a module at bridge's top level.
 ALLOWED: dict[str, set[str]] = {
     "realtime": {"realtime", "plumbing"},
@@ -21,20 +26,22 @@ ALLOWED: dict[str, set[str]] = {
     "service": {"service", "room", "realtime", "plumbing"},
     "local": {"local", "service", "room", "realtime", "emulator", "plumbing"},
     "plumbing": {"plumbing", "realtime"},
+    "entry": {"entry", *SIDES, "plumbing"},
 }
-# The CLI wires the sides together and may import all of them.
-ENTRY_POINTS = {"cli", "commands", "__main__"}
 # LiveKit types stay on the room side of the bridge (and in the local stack and service).
 NO_LIVEKIT = {"realtime", "emulator"}
 
 
 def side_of(module: str) -> str | None:
-    """``bridge.room.session`` -> ``room``; ``bridge.config`` -> ``plumbing``."""
+    """``bridge.room.session`` -> ``room``; ``bridge.config`` -> ``plumbing``;
+    ``bridge.commands`` -> ``entry``."""
     parts = module.split(".")
     if parts[0] != "bridge":
         return None
     if len(parts) == 1:
         return "plumbing"
+    if parts[1] in ENTRY_POINTS:
+        return "entry"
     return parts[1] if parts[1] in SIDES else "plumbing"
 
 
@@ -62,12 +69,10 @@ def modules() -> list[tuple[str, Path]]:
     return found
 
 
-@pytest.mark.parametrize(("module", "path"), modules(), ids=[m for m, _ in modules()])
-def test_imports_follow_the_layout(module: str, path: Path) -> None:
+def violations(module: str, path: Path) -> list[str]:
+    """What ``module`` (its source at ``path``) imports against the rules, one line each."""
     own = side_of(module)
-    assert own is not None
-    if own == "plumbing" and module.rsplit(".", maxsplit=1)[-1] in ENTRY_POINTS:
-        return
+    assert own is not None, f"{module} is not in the bridge package"
     broken = []
     for line, name in imports_of(path):
         target = side_of(name)
@@ -75,6 +80,12 @@ def test_imports_follow_the_layout(module: str, path: Path) -> None:
             broken.append(f"{path.name}:{line} imports {name} ({own} may not import {target})")
         if own in NO_LIVEKIT and name.split(".")[0] == "livekit":
             broken.append(f"{path.name}:{line} imports {name} (LiveKit stays out of {own})")
+    return broken
+
+
+@pytest.mark.parametrize(("module", "path"), modules(), ids=[m for m, _ in modules()])
+def test_imports_follow_the_layout(module: str, path: Path) -> None:
+    broken = violations(module, path)
     assert not broken, "\n".join(broken)
 
 
@@ -96,3 +107,69 @@ def test_the_rule_checker_sees_lazy_and_package_imports(tmp_path: Path) -> None:
     names = [name for _, name in imports_of(source)]
     assert names == ["bridge.config", "bridge.service.server", "livekit.rtc"]
     assert [side_of(n) for n in names] == ["plumbing", "service", None]
+
+
+def test_the_rule_checker_flags_a_room_module_importing_the_service(tmp_path: Path) -> None:
+    source = tmp_path / "leak.py"
+    source.write_text(
+        "from __future__ import annotations\n"
+        "from bridge.config import Settings\n"
+        "from bridge.realtime.call import RealtimeCall\n"
+        "def f() -> None:\n"
+        "    from bridge.service.server import BridgeServer\n"
+    )
+    assert violations("bridge.room.leak", source) == [
+        "leak.py:5 imports bridge.service.server (room may not import service)"
+    ]
+    # The same source is fine where the service may import it.
+    assert violations("bridge.local.leak", source) == []
+
+
+@pytest.mark.parametrize("entry", ["bridge.commands", "bridge.cli", "bridge.__main__"])
+@pytest.mark.parametrize("side", ["room", "service", "local", "realtime", "emulator", "plumbing"])
+def test_no_side_may_import_the_entry_points(tmp_path: Path, side: str, entry: str) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(f"import {entry}\n")
+    module = "bridge.m" if side == "plumbing" else f"bridge.{side}.m"
+    assert violations(module, source) == [f"m.py:1 imports {entry} ({side} may not import entry)"]
+
+
+def module_table() -> dict[str, set[str]]:
+    """README's module table: ``{"bridge/room/": {"worker.py", "tools/", "registry.py", ...}}``,
+    every name written in backticks in that folder's row, split at slashes."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("| folder / module | role |")
+    rows: dict[str, set[str]] = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        folder, role = line.strip("|").split("|", maxsplit=1)
+        names: set[str] = set()
+        for span in re.findall(r"`([^`]+)`", role):
+            names.update(part for part in re.split(r"[/ ]", span) if part)
+            names.update(re.findall(r"[\w.]+/", span))
+        rows[folder.strip().strip("`")] = names
+    return rows
+
+
+def test_the_readme_module_table_names_every_module() -> None:
+    rows = module_table()
+    missing: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.name == "__init__.py" and len(rel.parts) == 1:
+            continue
+        row = "bridge/*.py" if len(rel.parts) == 1 else f"bridge/{rel.parts[0]}/"
+        # A nested package (room/tools/) is named as ``tools/`` and each of its modules by name.
+        wanted = [f"{part}/" for part in rel.parts[1:-1]]
+        if rel.name != "__init__.py":
+            wanted.append(rel.name)
+        missing.extend(f"{row} lacks {name} ({rel})" for name in wanted if name not in rows[row])
+    # Folders of package data (local/page/, local/page_src/) too.
+    for side in SIDES:
+        for folder in sorted((PACKAGE / side).iterdir()):
+            name = f"{folder.name}/"
+            hidden = folder.name.startswith(("_", ".")) or folder.name == "node_modules"
+            if folder.is_dir() and not hidden and name not in rows[f"bridge/{side}/"]:
+                missing.append(f"bridge/{side}/ lacks {name}")
+    assert not missing, "README's module table (## How it works):\n" + "\n".join(missing)
