@@ -207,7 +207,11 @@ class AgentWorker:
                     reason,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """The backoff's wait (the reconnect test replaces it to see the delays)."""
+        await asyncio.sleep(seconds)
 
     def _token(self) -> str:
         settings = self.settings
@@ -225,15 +229,19 @@ class AgentWorker:
         """One connection: register, then serve messages until it ends."""
         timeout = self.settings.agent_dispatch_timeout
         self.state = "connecting"
-        ws = await asyncio.wait_for(
-            http.ws_connect(
-                agent_socket_url(self.settings),
-                headers={"Authorization": f"Bearer {self._token()}"},
-                heartbeat=HEARTBEAT,
-                max_msg_size=MAX_MESSAGE_BYTES,
-            ),
-            timeout,
-        )
+        try:
+            ws = await asyncio.wait_for(
+                http.ws_connect(
+                    agent_socket_url(self.settings),
+                    headers={"Authorization": f"Bearer {self._token()}"},
+                    heartbeat=HEARTBEAT,
+                    max_msg_size=MAX_MESSAGE_BYTES,
+                ),
+                timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            AGENT_REGISTRATIONS.labels("failed").inc()
+            raise
         sender: asyncio.Task[None] | None = None
         try:
             await self._register(ws, timeout)
@@ -270,21 +278,14 @@ class AgentWorker:
                 version=__version__,
             )
         )
-        await asyncio.wait_for(ws.send_bytes(request.SerializeToString()), timeout)
-        while True:
-            frame = await asyncio.wait_for(ws.receive(), timeout)
-            if frame.type != aiohttp.WSMsgType.BINARY:
-                AGENT_REGISTRATIONS.labels("failed").inc()
-                raise ProtocolError(f"registration answered with a {frame.type.name} frame")
-            try:
-                answer = lkagent.ServerMessage.FromString(frame.data)
-            except DecodeError:
-                AGENT_REGISTRATIONS.labels("failed").inc()
-                raise ProtocolError("registration answer is not a ServerMessage") from None
-            if answer.WhichOneof("message") == "register":
-                break
-            # Only pongs may come before the answer; anything else is ignored.
-        self.worker_id = answer.register.worker_id
+        try:
+            async with asyncio.timeout(timeout):
+                await ws.send_bytes(request.SerializeToString())
+                answer = await self._register_answer(ws)
+        except (ProtocolError, aiohttp.ClientError, TimeoutError, OSError):
+            AGENT_REGISTRATIONS.labels("failed").inc()
+            raise
+        self.worker_id = answer.worker_id
         self.state = "registered"
         self.last_error = None
         self.registrations += 1
@@ -295,6 +296,24 @@ class AgentWorker:
             self.worker_id,
             self.settings.agent_name,
         )
+
+    async def _register_answer(
+        self, ws: aiohttp.ClientWebSocketResponse
+    ) -> lkagent.RegisterWorkerResponse:
+        """The server's answer to our register request (only pongs may come before it)."""
+        while True:
+            frame = await ws.receive()
+            if frame.type != aiohttp.WSMsgType.BINARY:
+                raise ProtocolError(f"registration answered with a {frame.type.name} frame")
+            try:
+                answer = lkagent.ServerMessage.FromString(frame.data)
+            except DecodeError:
+                raise ProtocolError("registration answer is not a ServerMessage") from None
+            kind = answer.WhichOneof("message")
+            if kind == "register":
+                return answer.register
+            if kind != "pong":
+                raise ProtocolError(f"registration answered with a {kind or 'empty'} message")
 
     def _disconnected(self) -> None:
         if self._connected:

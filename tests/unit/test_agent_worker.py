@@ -4,14 +4,18 @@ frame that comes in (the same frames arrive over the socket in tests/integration
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
+from aiohttp import WSMsgType, web
 from livekit.protocol import agent as lkagent
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from bridge.config import SessionOverrides, Settings
+from bridge.service import agent_worker
 from bridge.service.agent_worker import AgentWorker, agent_socket_url, job_outcome
 from bridge.service.dispatch import Dispatcher
 from bridge.service.local_rooms import RoomInfo
@@ -214,3 +218,205 @@ async def test_job_status_follows_the_room_failed_with_the_error_or_success(
 )
 def test_job_outcome(reason: str, duplicate: bool, status: int, error: str) -> None:
     assert job_outcome(reason, duplicate) == (status, error)
+
+
+# ---- against a fake LiveKit /agent WebSocket (aiohttp on loopback) -------------------------------
+
+Step = Callable[[web.WebSocketResponse], Awaitable[None]]
+
+
+class FakeAgentServer:
+    """LiveKit's /agent endpoint played from a script: connection n (from 0) reads the register
+    request and runs ``steps[n]``, which answers it (or not) and serves until it returns; the
+    handler then closes the socket."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.registers: list[lkagent.RegisterWorkerRequest] = []
+        self.received: asyncio.Queue[lkagent.WorkerMessage] = asyncio.Queue()
+        self.connected = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> FakeAgentServer:
+        app = web.Application()
+        app.router.add_get("/agent", self._agent)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"ws://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _agent(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        first = await ws.receive()
+        message = lkagent.WorkerMessage.FromString(first.data)
+        assert message.WhichOneof("message") == "register"
+        step = self.steps[len(self.registers)]
+        self.registers.append(message.register)
+        await step(ws)
+        await ws.close()
+        return ws
+
+    async def next_message(self, ws: web.WebSocketResponse, kind: str) -> lkagent.WorkerMessage:
+        """The worker's next message of ``kind`` on ``ws`` (others are kept in ``received``)."""
+        async with asyncio.timeout(10):
+            while True:
+                frame = await ws.receive()
+                assert frame.type == WSMsgType.BINARY, frame
+                message = lkagent.WorkerMessage.FromString(frame.data)
+                if message.WhichOneof("message") == kind:
+                    return message
+                self.received.put_nowait(message)
+
+
+def register_answer(worker_id: str) -> bytes:
+    answer = lkagent.RegisterWorkerResponse(worker_id=worker_id)
+    return lkagent.ServerMessage(register=answer).SerializeToString()
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class RecordingRandom:
+    """The jitter's random source: real (seeded) draws, with the bounds asked for."""
+
+    def __init__(self) -> None:
+        self._random = random.Random(16)
+        self.bounds: list[tuple[float, float]] = []
+
+    def uniform(self, low: float, high: float) -> float:
+        self.bounds.append((low, high))
+        return self._random.uniform(low, high)
+
+
+class ReconnectScript:
+    """What the fake LiveKit does on each of five connections."""
+
+    def __init__(self) -> None:
+        self.server: FakeAgentServer | None = None
+        self.first_served = asyncio.Event()
+        self.again = asyncio.Event()
+        self.drop = asyncio.Event()
+
+    @property
+    def steps(self) -> list[Step]:
+        return [
+            self.serve_then_drop,
+            self.not_a_server_message,
+            self.hang_up,
+            self.a_termination,
+            self.serve_again,
+        ]
+
+    async def next_message(self, ws: web.WebSocketResponse, kind: str) -> lkagent.WorkerMessage:
+        assert self.server is not None
+        return await self.server.next_message(ws, kind)
+
+    async def serve_then_drop(self, ws: web.WebSocketResponse) -> None:
+        await ws.send_bytes(register_answer("W1"))
+        await self.next_message(ws, "update_worker")
+        # A room we serve is offered and assigned: the job runs.
+        await ws.send_bytes(offer("AJ_kept", "kept"))
+        assert (await self.next_message(ws, "availability")).availability.available
+        await ws.send_bytes(assignment("AJ_kept", "kept"))
+        update = (await self.next_message(ws, "update_job")).update_job
+        assert (update.job_id, update.status) == ("AJ_kept", lkagent.JS_RUNNING)
+        await ws.send_bytes(b"\xff\x00 not a protobuf")
+        await ws.send_str("a text frame")
+        # Still serving: the next offer is answered on this same socket.
+        await ws.send_bytes(offer("AJ_next", "next"))
+        assert (await self.next_message(ws, "availability")).availability.available
+        self.first_served.set()
+        await self.drop.wait()
+
+    async def not_a_server_message(self, ws: web.WebSocketResponse) -> None:
+        await ws.send_bytes(b"\xff\xff\xff")
+
+    async def hang_up(self, ws: web.WebSocketResponse) -> None:
+        return
+
+    async def a_termination(self, ws: web.WebSocketResponse) -> None:
+        # A WorkerMessage (a ping) where the answer should be: it parses as a termination.
+        ping = lkagent.WorkerMessage(ping=lkagent.WorkerPing(timestamp=1))
+        await ws.send_bytes(ping.SerializeToString())
+
+    async def serve_again(self, ws: web.WebSocketResponse) -> None:
+        await ws.send_bytes(register_answer("W2"))
+        await self.next_message(ws, "update_worker")
+        self.again.set()
+        await self.drop.wait()
+
+
+async def test_reconnects_with_growing_jittered_backoff_and_survives_bad_frames(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Registered; garbage and a text frame are logged and survived; the socket drops (rooms
+    kept); a bad register answer, a server that hangs up instead of answering, and a
+    termination instead of an answer each count as a failed registration and back off longer;
+    then registered again."""
+    script = ReconnectScript()
+    rooms = FakeRooms({"kept": RoomInfo(sessions=1, humans=1)})
+    jitter = RecordingRandom()
+    monkeypatch.setattr(agent_worker, "random", jitter)
+    failed_before = sample("bridge_agent_registrations_total", result="failed")
+    ok_before = sample("bridge_agent_registrations_total", result="ok")
+    async with FakeAgentServer(script.steps) as server:
+        script.server = server
+        settings = settings.model_copy(
+            update={"livekit_url": server.url, "agent_reconnect_max": 2.0}
+        )
+        dispatcher = Dispatcher(settings, rooms)
+        worker = AgentWorker(settings, dispatcher)
+        pauses: list[float] = []
+        registered_while_paused: list[float] = []
+
+        async def pause(seconds: float) -> None:
+            pauses.append(seconds)
+            registered_while_paused.append(sample("bridge_agent_registered"))
+            await asyncio.sleep(0)
+
+        monkeypatch.setattr(worker, "_pause", pause)
+        assert sample("bridge_agent_registered") == 0.0
+        worker.start()
+        try:
+            await asyncio.wait_for(script.first_served.wait(), 10)
+            assert worker.state == "registered" and worker.worker_id == "W1"
+            assert sample("bridge_agent_registered") == 1.0
+            assert len(server.registers) == 1  # the bad frames did not make it register again
+            malformed = [r for r in caplog.records if "malformed" in r.getMessage()]
+            assert len(malformed) == 1, malformed
+            assert "ignoring a text frame" in caplog.text
+
+            script.drop.set()
+            await asyncio.wait_for(script.again.wait(), 10)
+            assert sample("bridge_agent_registered") == 1.0
+            assert registered_while_paused == [0.0] * 4
+        finally:
+            await worker.aclose()
+            await dispatcher.aclose()
+    assert [r.agent_name for r in server.registers] == ["helper"] * 5
+    assert worker.registrations == 2 and worker.worker_id == "W2"
+    # The served room was not left when the socket dropped; its job is still ours.
+    assert rooms.left == [] and rooms.has_room("kept")
+    assert [j.room for j in worker._jobs.values()] == ["kept"]
+    assert sample("bridge_agent_registrations_total", result="failed") - failed_before == 3
+    assert sample("bridge_agent_registrations_total", result="ok") - ok_before == 2
+    assert "registration answer is not a ServerMessage" in caplog.text
+    assert "registration answered with a CLOSE frame" in caplog.text
+    assert "registration answered with a termination message" in caplog.text
+    # Backoff: the ceiling doubles from 0.5 s up to agent_reconnect_max, each delay drawn
+    # between half the ceiling and the ceiling.
+    assert jitter.bounds == [(0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (1.0, 2.0)]
+    assert len(pauses) == 4
+    for delay, (low, high) in zip(pauses, jitter.bounds, strict=True):
+        assert low <= delay <= high
+    assert pauses[0] <= pauses[1] <= pauses[2]
