@@ -285,7 +285,27 @@ async def test_a_killed_worker_is_replaced_and_its_room_rejoined(
             # A new agent (new process) is in the room with a new model call.
             await eventually(lambda: _calls_grew(emulator, calls_before), timeout=20)
             assert await agents_in(livekit_server, room) == [f"room-bridge-{room}"]
+            # Now the parent dies (SIGKILL: no drain, no goodbye). Its worker sees its control
+            # pipe close, ends its room cleanly (the agent leaves) and exits: no orphan keeps
+            # serving rooms that nobody supervises or counts.
+            (child,) = (await bridge.status())["workers"]
+            bridge.proc.send_signal(signal.SIGKILL)
+            await bridge.proc.wait()
+
+            async def orphan_gone() -> bool:
+                return not _alive(child["pid"]) and not await agents_in(livekit_server, room)
+
+            await eventually(orphan_gone, timeout=20)
         assert "exited with -9; 1 rooms re-homed; restarting it" in bridge.output()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone too (its parent is dead)
+        return stat.read().split(") ")[-1][:1] != "Z"
 
 
 @pytest.mark.timeout(240)  # two workers, a kill, a restart and two reconcile passes
