@@ -25,6 +25,8 @@ from bridge.room.identity import (
 
 logger = logging.getLogger(__name__)
 
+SET_TIMEOUT = 10.0  # seconds for LiveKit to confirm an attribute update
+
 
 class AgentState(Enum):
     INITIALIZING = "initializing"
@@ -128,9 +130,18 @@ class AttributeWriter:
             if not changed:
                 continue
             try:
-                await asyncio.wait_for(self._participant.set_attributes(changed), 10.0)
-            except (TimeoutError, Exception) as exc:  # the SDK raises plain Exception
-                logger.warning("could not update agent attributes: %s", exc)
+                await asyncio.wait_for(self._participant.set_attributes(changed), SET_TIMEOUT)
+            except TimeoutError:
+                logger.warning(
+                    "could not update agent attributes: no answer within %g s; retrying",
+                    SET_TIMEOUT,
+                )
+                await asyncio.sleep(0.5)
+                self._dirty.set()
+                continue
+            except Exception as exc:  # the SDK raises plain Exception
+                reason = str(exc) or type(exc).__name__
+                logger.warning("could not update agent attributes: %s; retrying", reason)
                 await asyncio.sleep(0.5)
                 self._dirty.set()
                 continue
