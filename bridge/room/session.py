@@ -246,7 +246,8 @@ class ParticipantSession:
             self._tools = ToolRunner(
                 settings=self.settings,
                 participant=agent,
-                caller=Caller(self._room.name, self.identity, self.name),
+                room=self._room.name,
+                caller=self._tool_caller,
                 tasks=self._tasks,
                 actions=self._tool_actions,
                 on_thinking=lambda: self._set_state(AgentState.THINKING),
@@ -625,6 +626,10 @@ class ParticipantSession:
     def _speaker(self, item_id: str) -> tuple[str, str] | None:
         """Who spoke user turn ``item_id`` (identity, microphone sid); None: this human."""
         return None
+
+    def _tool_caller(self) -> Caller | None:
+        """Whom the model's tool calls are for (RPC target, HTTP ``participant``): this human."""
+        return Caller(self.identity, self.name)
 
     def _user_said(self, item_id: str, transcript: str) -> None:
         spoken_at = self.conversation.spoken_at(item_id)

@@ -10,6 +10,9 @@ differs from a one-to-one session:
 * chat from anyone is a labelled text turn (``[Alice] ...``), under the room's response policy;
 * the instructions say who is present (kept current) and that the channel is the whole room;
 * video is the active speaker's camera (the room worker picks it);
+* tools act for whoever took the turn the model answered (an RPC goes to their app, an HTTP tool
+  is told their identity), and ``end_call`` is not offered: hanging up would remove a person from
+  the meeting (``leave_room`` still is);
 * it takes one slot of the session budget, however many humans it serves.
 """
 
@@ -23,7 +26,7 @@ from typing import TypeVar
 
 from livekit import rtc
 
-from bridge.config import Settings
+from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.realtime import RealtimeClosedError
 from bridge.realtime import events as ev
 from bridge.room.agent_state import AttributeWriter
@@ -33,6 +36,7 @@ from bridge.room.meeting import Meeting, label
 from bridge.room.mixer import MixedMicrophones
 from bridge.room.session import ParticipantSession, UsageTotals
 from bridge.room.tools.builtins import RoomActions
+from bridge.room.tools.http import Caller
 
 # Key of the shared session among a worker's sessions and in the agent's attributes.
 SHARED = "*"
@@ -60,7 +64,7 @@ class SharedSession(ParticipantSession):
     ) -> None:
         self.mics = MixedMicrophones(settings)
         super().__init__(
-            settings=settings,
+            settings=without_end_call(settings),
             room=room,
             identity=SHARED,
             name="everyone",
@@ -80,6 +84,7 @@ class SharedSession(ParticipantSession):
         self._spans: OrderedDict[str, tuple[int, int | None]] = OrderedDict()
         self._speakers: OrderedDict[str, str] = OrderedDict()  # item id -> identity
         self._last_speaker: str | None = None
+        self._turn_by: str | None = None  # who took the latest turn, spoken or chatted
 
     # ---- microphones -------------------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class SharedSession(ParticipantSession):
         if who is not None:
             self._keep(self._speakers, item_id, who)
             self._last_speaker = who
+            self._turn_by = who
         return who
 
     def _speaker(self, item_id: str) -> tuple[str, str] | None:
@@ -161,7 +167,13 @@ class SharedSession(ParticipantSession):
     def chat(self, identity: str, name: str, text: str) -> None:
         """Chat from anyone: a labelled text turn, under the room's response policy."""
         self._names.setdefault(identity, name)
+        self._turn_by = identity
         self.send_text(label(name, text))
+
+    def _tool_caller(self) -> Caller | None:
+        """The person whose turn the model answered with a tool call: the latest turn's."""
+        who = self._turn_by
+        return Caller(who, self._names.get(who, who)) if who is not None else None
 
     def _instructions(self) -> str:
         assert self._meeting is not None
@@ -173,3 +185,12 @@ class SharedSession(ParticipantSession):
             return
         with contextlib.suppress(RealtimeClosedError):  # the next call gets them at set-up
             call.update_session(instructions=self._instructions())
+
+
+def without_end_call(settings: Settings) -> Settings:
+    """The settings of a shared call: ``end_call`` is not offered (it would remove a person from
+    the meeting; ``leave_room`` is how the agent goes)."""
+    kept = [tool.name for tool in settings.tools if tool.builtin != "end_call"]
+    if len(kept) == len(settings.tools):
+        return settings
+    return apply_overrides(settings, SessionOverrides(tools=kept))

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
+from livekit import rtc
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from bridge.aio import TaskSet
 from bridge.config import ConfigError, SessionOverrides, Settings, apply_overrides, load_settings
 from bridge.emulator.schema import check_session
-from bridge.realtime import build_session
+from bridge.realtime import RealtimeCall, build_session
 from bridge.realtime import events as ev
+from bridge.room.shared import without_end_call
+from bridge.room.tools.http import Caller
 from bridge.room.tools.outcome import ToolFailure
 from bridge.room.tools.registry import Toolbox
+from bridge.room.tools.rpc import MAX_RPC_PAYLOAD, call_rpc
+from bridge.room.tools.runner import ToolRunner
 from bridge.room.tools.signing import Signer
 from bridge.service.eligibility import decide
 
@@ -226,3 +236,164 @@ def test_only_completed_calls_run() -> None:
         parsed = ev.parse_server_event({"type": "response.done", "response": response})
         assert isinstance(parsed, ev.ResponseDone)
         assert parsed.response.function_calls() == []
+
+
+# ---- the runner, with a fake model call and a fake app on the other end of RPC -----------------
+
+WHERE = {
+    "name": "where_is",
+    "parameters": {"type": "object", "properties": {"place": {"type": "string"}}},
+    "rpc": "whereIs",
+}
+
+
+class FakeApp:
+    """The agent's local participant as RPC sees it: each call waits until the test answers."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []  # (destination, payload)
+        self.answers: list[asyncio.Future[str]] = []
+        self.arrived = asyncio.Event()
+
+    async def perform_rpc(
+        self, *, destination_identity: str, method: str, payload: str, response_timeout: float
+    ) -> str:
+        self.calls.append((destination_identity, payload))
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.answers.append(answer)
+        self.arrived.set()
+        return await answer
+
+
+class FakeCall:
+    def __init__(self) -> None:
+        self.sent: list[ev.ClientEvent] = []
+
+    def send(self, event: ev.ClientEvent) -> None:
+        self.sent.append(event)
+
+    def kinds(self) -> list[str]:
+        return [str(e.model_dump()["type"]) for e in self.sent]
+
+
+def calling(response_id: str, call_id: str, arguments: str) -> ev.Response:
+    item = {
+        "type": "function_call",
+        "id": f"item_{call_id}",
+        "call_id": call_id,
+        "name": "where_is",
+        "arguments": arguments,
+        "status": "completed",
+    }
+    return ev.Response(id=response_id, status="completed", output=[item])
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_overlapping_batches_answer_together_after_the_last(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The human speaks over a running tool and their new turn needs a tool too: the first batch
+    finishing must not answer (nor stop being busy) while the second still runs."""
+    app, call, tasks = FakeApp(), FakeCall(), TaskSet("test")
+    thinking: list[bool] = []
+    runner = ToolRunner(
+        settings=settings(tools=[WHERE]),
+        participant=cast(rtc.LocalParticipant, app),
+        room="r",
+        caller=lambda: Caller("alice", "Alice"),
+        tasks=tasks,
+        actions=None,
+        on_thinking=lambda: thinking.append(True),
+        on_running=lambda names: None,
+        playout=None,
+        extra={},
+    )
+    seconds = REGISTRY.get_sample_value("bridge_tool_seconds_count", {"tool": "where_is"}) or 0.0
+    runner.attach(cast(RealtimeCall, call))
+    try:
+        with caplog.at_level(logging.INFO, logger="bridge.room.tools.runner"):
+            runner.response_created("r1")
+            runner.response_done(calling("r1", "call_1", '{"place": "Zanzibar-7781"}'))
+            await asyncio.wait_for(app.arrived.wait(), 5)
+            runner.barge_in()  # the human speaks; their turn is answered with a new tool call
+            app.arrived.clear()
+            runner.response_created("r2")
+            runner.response_done(calling("r2", "call_2", '{"place": "Zanzibar-7782"}'))
+            await asyncio.wait_for(app.arrived.wait(), 5)
+            app.answers[0].set_result('{"city": "Berlin"}')
+            await settle()
+            assert runner.busy  # the second batch still runs
+            assert call.kinds() == []  # nothing goes back before it is done
+            app.answers[1].set_result('{"city": "Paris"}')
+            await settle()
+        assert call.kinds() == ["conversation.item.create"] * 2 + ["response.create"]
+        outputs = [cast(ev.ConversationItemCreate, e).item["call_id"] for e in call.sent[:2]]
+        assert sorted(outputs) == ["call_1", "call_2"]
+        assert [who for who, _ in app.calls] == ["alice", "alice"]
+        busy_until_created = runner.busy  # until the answer's response.created
+        runner.response_created("r3")
+        assert (busy_until_created, runner.busy) == (True, False)
+        # One INFO line per call, with tool, outcome and duration, never the arguments.
+        lines = [r for r in caplog.records if r.levelno == logging.INFO]
+        assert len(lines) == 2
+        for record in lines:
+            assert re.fullmatch(r"tool where_is: ok in \d+\.\d{3} s", record.getMessage())
+            assert "Zanzibar" not in str(record.__dict__)
+        after = REGISTRY.get_sample_value("bridge_tool_seconds_count", {"tool": "where_is"})
+        assert after == seconds + 2
+    finally:
+        await runner.aclose()
+        await tasks.aclose()
+
+
+async def test_shared_mode_without_a_caller_says_so() -> None:
+    """No one can be named (shared mode, no attributed turn): an RPC tool is not called."""
+    app, call, tasks = FakeApp(), FakeCall(), TaskSet("test")
+    runner = ToolRunner(
+        settings=settings(tools=[WHERE]),
+        participant=cast(rtc.LocalParticipant, app),
+        room="r",
+        caller=lambda: None,
+        tasks=tasks,
+        actions=None,
+        on_thinking=lambda: None,
+        on_running=lambda names: None,
+        playout=None,
+        extra={},
+    )
+    runner.attach(cast(RealtimeCall, call))
+    try:
+        runner.response_done(calling("r1", "call_1", "{}"))
+        for _ in range(50):
+            if call.sent:
+                break
+            await asyncio.sleep(0.01)
+        output = json.loads(cast(ev.ConversationItemCreate, call.sent[0]).item["output"])
+        assert output["error"] == "not_available"
+        assert app.calls == []
+    finally:
+        await runner.aclose()
+        await tasks.aclose()
+
+
+async def test_rpc_arguments_over_the_limit_are_refused_before_sending() -> None:
+    app = FakeApp()
+    participant = cast(rtc.LocalParticipant, app)
+    with pytest.raises(ToolFailure) as caught:
+        await call_rpc(participant, "alice", "whereIs", {"x": "a" * MAX_RPC_PAYLOAD}, 1.0)
+    assert caught.value.outcome == "too_large"
+    assert "15360 bytes" in caught.value.message
+    assert app.calls == []  # never sent
+
+
+def test_shared_mode_does_not_offer_end_call() -> None:
+    base = settings(tools=[ORDER, END], tool_choice="end_call")
+    shared = without_end_call(base)
+    assert [t.name for t in shared.tools] == ["get_order"]
+    assert shared.tool_choice == "auto"
+    plain = settings(tools=[ORDER])
+    assert without_end_call(plain) is plain

@@ -1,12 +1,15 @@
 """HTTP tools: a signed ``POST`` of the call to the tool's URL; the answer is the output.
 
-The body is ``{"name", "arguments", "call_id", "room", "participant": {"identity", "name"}}``.
-Redirects are not followed (a tool cannot send the bridge elsewhere) and the answer is read up to
-``tool_output_max_bytes``.
+The body is ``{"name", "arguments", "call_id", "room", "participant": {"identity", "name"}}``
+(``participant`` is null in shared mode when no one can be named as the caller). Redirects are not
+followed (a tool cannot send the bridge elsewhere), the answer is read up to
+``tool_output_max_bytes``, and the tool's ``timeout`` bounds the whole exchange (httpx's own
+timeout is per network operation: a server trickling bytes would never hit it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +24,8 @@ from bridge.tool_settings import ToolSpec
 
 @dataclass(frozen=True)
 class Caller:
-    """Who the call is for: the room and the human whose model called the tool."""
+    """Who the call is for: the human whose turn the model answered with the call."""
 
-    room: str
     identity: str
     name: str
 
@@ -44,7 +46,9 @@ class HttpTools:
         tool: ToolSpec,
         arguments: dict[str, Any],
         call_id: str,
-        caller: Caller,
+        *,
+        room: str,
+        caller: Caller | None,
         timeout: float,
     ) -> str:
         assert tool.url is not None
@@ -52,13 +56,16 @@ class HttpTools:
             raise ToolFailure("not_configured", "the tool is not configured")
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=False)
+        participant = (
+            {"identity": caller.identity, "name": caller.name} if caller is not None else None
+        )
         body = json.dumps(
             {
                 "name": tool.name,
                 "arguments": arguments,
                 "call_id": call_id,
-                "room": caller.room,
-                "participant": {"identity": caller.identity, "name": caller.name},
+                "room": room,
+                "participant": participant,
             },
             separators=(",", ":"),
         ).encode()
@@ -66,16 +73,19 @@ class HttpTools:
         signed = self._signer.headers(f"msg_{call_id}", body)
         headers = {"content-type": "application/json", **signed}
         try:
-            async with self._client.stream(
-                "POST", tool.url, content=body, headers=headers, timeout=timeout
-            ) as response:
+            async with (
+                asyncio.timeout(timeout),
+                self._client.stream(
+                    "POST", tool.url, content=body, headers=headers, timeout=timeout
+                ) as response,
+            ):
                 if not 200 <= response.status_code < 300:
                     raise ToolFailure(
                         "http_error", f"the tool failed (HTTP {response.status_code})"
                     )
                 data = await self._read(response)
                 kind = response.headers.get("content-type", "")
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise ToolFailure("timeout", f"the tool did not answer within {timeout:g} s") from None
         except httpx.HTTPError:
             raise ToolFailure("unreachable", "the tool could not be reached") from None

@@ -8,7 +8,14 @@ Facts of the Realtime API this follows (shared/docs/realtime-tools-and-context.m
   active response is done; several calls of one response run concurrently and all their outputs
   go back before that single ``response.create``;
 * a tool result always gets its answer, whatever the response policy, unless the human barged in
-  meanwhile: then the result is still recorded but the interrupted turn does not resume.
+  meanwhile: then the result is still recorded but the interrupted turn does not resume;
+* a later response may ask for tools while an earlier batch still runs (the human spoke over the
+  wait and their new turn needs a tool): every batch's outputs go back, together, once the last
+  one is done.
+
+The caller (whom an RPC goes to, whom an HTTP tool is told about, whom ``end_call`` hangs up) is
+resolved when a batch starts: in one-to-one mode the session's human, in shared mode whoever took
+the turn the model answered (``None`` when no one can be named).
 
 While calls run the agent state is ``thinking``. Built-ins act once the goodbye that follows them
 has played in the room.
@@ -43,6 +50,8 @@ logger = logging.getLogger(__name__)
 GOODBYE_TIMEOUT = 20.0
 PLAYOUT_TIMEOUT = 10.0
 
+NOBODY = "no one in the room can be named as the person asking; ask them to say it again"
+
 
 class ToolRunner:
     def __init__(
@@ -50,7 +59,8 @@ class ToolRunner:
         *,
         settings: Settings,
         participant: rtc.LocalParticipant,
-        caller: Caller,
+        room: str,
+        caller: Callable[[], Caller | None],
         tasks: TaskSet,
         actions: RoomActions | None,
         on_thinking: Callable[[], None],
@@ -61,6 +71,7 @@ class ToolRunner:
         self._toolbox = Toolbox(settings)
         self._http = HttpTools(settings)
         self._participant = participant
+        self._room = room
         self._caller = caller
         self._tasks = tasks
         self._actions = actions
@@ -70,10 +81,11 @@ class ToolRunner:
         self._extra = extra
         self._call: RealtimeCall | None = None
         self._active: str | None = None  # the response in progress, if any
-        self._batch: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()  # running; outputs go back after all
         self._ready: list[Result] = []
         self._interrupted = False
         self._builtin: str | None = None  # end_call / leave_room, once its goodbye played
+        self._hang_up: str | None = None  # whom end_call removes
         self._answer_pending = False  # response.create sent for tool outputs, not yet created
         self._awaiting_goodbye = False
         self._goodbye_id: str | None = None
@@ -83,10 +95,11 @@ class ToolRunner:
     @property
     def busy(self) -> bool:
         """Tool calls are running, their outputs wait to go back, or their answer is on its way."""
-        return self._batch is not None or bool(self._ready) or self._answer_pending
+        return bool(self._batches) or bool(self._ready) or self._answer_pending
 
     async def aclose(self) -> None:
-        await cancel_and_wait(self._batch, self._goodbye_task)
+        await cancel_and_wait(*self._batches, self._goodbye_task)
+        self._batches.clear()
         await self._http.aclose()
         self._on_running([])
 
@@ -97,9 +110,10 @@ class ToolRunner:
         self._call = call
         self._active = None
         self._ready.clear()
-        if self._batch is not None:
-            self._batch.cancel()
-            self._batch = None
+        if self._batches:
+            for batch in self._batches:
+                batch.cancel()
+            self._batches.clear()
             self._on_running([])
 
     def response_created(self, response_id: str) -> None:
@@ -115,8 +129,10 @@ class ToolRunner:
         self._answer_pending = False
         calls = response.function_calls()
         if calls and self._call is not None:
+            # A new turn's calls: their outputs are answered (with any earlier batch's).
             self._interrupted = False
-            self._batch = self._tasks.create_task(self._run_batch(calls), name="tools")
+            batch = self._tasks.create_task(self._run_batch(calls, self._caller()), name="tools")
+            self._batches.add(batch)
             self._on_thinking()
         if response.id == self._goodbye_id:
             if not _has_audio(response):
@@ -136,17 +152,20 @@ class ToolRunner:
 
     # ---- running ---------------------------------------------------------------------------
 
-    async def _run_batch(self, calls: list[ev.FunctionCall]) -> None:
+    async def _run_batch(self, calls: list[ev.FunctionCall], caller: Caller | None) -> None:
         self._on_running([c.name if self._toolbox.known(c.name) else "unknown" for c in calls])
         try:
-            results = await asyncio.gather(*(self._run_one(call) for call in calls))
+            results = await asyncio.gather(*(self._run_one(call, caller) for call in calls))
         finally:
-            self._on_running([])
+            task = asyncio.current_task()
+            if task is not None:
+                self._batches.discard(task)
+            if not self._batches:
+                self._on_running([])
         self._ready.extend(results)
-        self._batch = None
         self._flush()
 
-    async def _run_one(self, call: ev.FunctionCall) -> Result:
+    async def _run_one(self, call: ev.FunctionCall, caller: Caller | None) -> Result:
         started = time.monotonic()
         label = call.name
         try:
@@ -156,7 +175,7 @@ class ToolRunner:
             return self._record(Result.failed(call.call_id, label, failure, 0.0), call)
         try:
             arguments = self._toolbox.arguments(tool, call.arguments)
-            output = await self._target(tool.name, arguments, call.call_id)
+            output = await self._target(tool.name, arguments, call.call_id, caller)
             result = Result(call.call_id, label, "ok", output, time.monotonic() - started)
         except ToolFailure as failure:
             result = Result.failed(call.call_id, label, failure, time.monotonic() - started)
@@ -166,21 +185,31 @@ class ToolRunner:
             result = Result.failed(call.call_id, label, bug, time.monotonic() - started)
         return self._record(result, call)
 
-    async def _target(self, name: str, arguments: dict[str, Any], call_id: str) -> str:
+    async def _target(
+        self, name: str, arguments: dict[str, Any], call_id: str, caller: Caller | None
+    ) -> str:
         tool = self._toolbox.get(name)
         timeout = self._toolbox.timeout(tool)
         if tool.url is not None:
-            return await self._http.call(tool, arguments, call_id, self._caller, timeout)
+            return await self._http.call(
+                tool, arguments, call_id, room=self._room, caller=caller, timeout=timeout
+            )
         if tool.rpc is not None:
+            if caller is None:
+                raise ToolFailure("not_available", NOBODY)
             try:
                 return await call_rpc(
-                    self._participant, self._caller.identity, tool.rpc, arguments, timeout
+                    self._participant, caller.identity, tool.rpc, arguments, timeout
                 )
             except RuntimeError:  # perform_rpc on a disconnected room
                 raise ToolFailure("unreachable", "the person's app could not be reached") from None
         assert tool.builtin is not None
         if self._actions is None:
             raise ToolFailure("not_available", f"{tool.builtin} is not available here")
+        if tool.builtin == "end_call":
+            if caller is None:
+                raise ToolFailure("not_available", NOBODY)
+            self._hang_up = caller.identity
         self._builtin = tool.builtin
         return OUTPUTS[tool.builtin]
 
@@ -199,7 +228,7 @@ class ToolRunner:
 
     def _flush(self) -> None:
         call = self._call
-        if not self._ready or self._batch is not None or self._active is not None or call is None:
+        if not self._ready or self._batches or self._active is not None or call is None:
             return
         results, self._ready = self._ready, []
         try:
@@ -227,12 +256,14 @@ class ToolRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._playout(), PLAYOUT_TIMEOUT)
         builtin, self._builtin = self._builtin, None
+        hang_up, self._hang_up = self._hang_up, None
         self._goodbye_id = None
         self._goodbye_played.clear()
         if self._actions is None or builtin is None:
             return
         if builtin == "end_call":
-            self._actions.end_call(self._caller.identity)
+            if hang_up is not None:
+                self._actions.end_call(hang_up)
         else:
             self._actions.leave_room()
 
