@@ -59,4 +59,22 @@ class ToolServer:
             return web.Response(status=500, text="Traceback (most recent call last): secret=xyz")
         if name == "big":
             return web.Response(text="x" * 100_000)
+        if name == "badjson":
+            return web.Response(text="{not json", content_type="application/json")
+        if name == "drip":
+            return await self._drip(request)
         return web.Response(status=404)
+
+    @staticmethod
+    async def _drip(request: web.Request) -> web.StreamResponse:
+        """A byte every 0.3 s for 3 s: each read is quick, the whole answer is not."""
+        response = web.StreamResponse(headers={"content-type": "text/plain"})
+        await response.prepare(request)
+        try:
+            for _ in range(10):
+                await response.write(b".")
+                await asyncio.sleep(0.3)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the bridge gave up on it, as it should
+        return response

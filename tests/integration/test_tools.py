@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +23,7 @@ from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions, ToolCallScript
 from bridge.emulator.peer import EmulatedCall
 from bridge.local.livekit_server import LiveKitServer
+from bridge.room.shared import SHARED
 from bridge.room.worker import RoomWorker
 from bridge.service.eligibility import decide
 from tests.conftest import BridgeSettings
@@ -46,6 +49,9 @@ SCRIPTS = [
     ToolCallScript(when="everything", name="big_report", arguments="{}"),
     ToolCallScript(when="goodbye", name="end_call", arguments="{}"),
     ToolCallScript(when="please leave", name="leave", arguments="{}"),
+    ToolCallScript(when="dripping", name="drip_report", arguments="{}"),
+    ToolCallScript(when="strange", name="odd_report", arguments="{}"),
+    ToolCallScript(when="weather", name="get_weather", arguments="{}"),
 ]
 
 
@@ -64,6 +70,9 @@ def tools(server: ToolServer) -> list[dict[str, Any]]:
         {"name": "big_report", "url": f"{server.url}/big"},
         {"name": "end_call", "builtin": "end_call"},
         {"name": "leave", "builtin": "leave_room"},
+        {"name": "drip_report", "url": f"{server.url}/drip", "timeout": 0.5},
+        {"name": "odd_report", "url": f"{server.url}/badjson"},
+        {"name": "get_weather", "rpc": "getWeather"},  # no human app registers it
     ]
 
 
@@ -80,6 +89,22 @@ def outputs(call: EmulatedCall) -> list[str]:
 def count(tool: str, outcome: str) -> float:
     value = REGISTRY.get_sample_value("bridge_tool_calls_total", {"tool": tool, "outcome": outcome})
     return value or 0.0
+
+
+def timed(tool: str) -> float:
+    return REGISTRY.get_sample_value("bridge_tool_seconds_count", {"tool": tool}) or 0.0
+
+
+def one_line_per_call(caplog: pytest.LogCaptureFixture, calls: int) -> None:
+    """One INFO line per tool call (tool, outcome, duration), never the arguments."""
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bridge.room.tools.runner" and r.levelno == logging.INFO
+    ]
+    assert len(lines) == calls, lines
+    assert all(re.fullmatch(r"tool \w+: \w+ in \d+\.\d{3} s", line) for line in lines), lines
+    assert not any('"42"' in line or "number" in line for line in lines)
 
 
 def signed_request_as_documented(tool_server: ToolServer, room: str) -> None:
@@ -106,7 +131,9 @@ async def test_http_and_rpc_tools_and_their_failures(
     livekit_server: LiveKitServer,
     emulator: EmulatorServer,
     tool_server: ToolServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.room.tools.runner")
     script(emulator)
     settings = bridge_settings(tools=tools(tool_server), tools_secret=SECRET)
     room = room_name()
@@ -116,7 +143,7 @@ async def test_http_and_rpc_tools_and_their_failures(
         rpc_calls.append(data)
         return json.dumps({"city": "Berlin"})
 
-    ok_before = count("get_order", "ok")
+    ok_before, timed_before = count("get_order", "ok"), timed("get_order")
     async with humans(livekit_server, room, "alice") as (alice,), worker(settings, room) as bridge:
         alice.room.local_participant.register_rpc_method("getLocation", get_location)
         await call_ready(bridge, "alice")
@@ -154,6 +181,10 @@ async def test_http_and_rpc_tools_and_their_failures(
             ("report slowly", "timeout", "did not answer within 0.5 s"),
             ("the broken report", "http_error", "HTTP 500"),
             ("tell me everything", "too_large", "larger than 16384 bytes"),
+            # Each read is quick (a byte every 0.3 s), the answer is not: the timeout is total.
+            ("is it dripping?", "timeout", "did not answer within 0.5 s"),
+            ("a strange report", "invalid_answer", "not JSON"),
+            ("what is the weather", "unsupported_method", "does not offer this tool"),
         ]
         for n, (text, outcome, words) in enumerate(failures, start=3):
             answer = await ask(text, n)
@@ -164,13 +195,15 @@ async def test_http_and_rpc_tools_and_their_failures(
         failures_stayed_small(call, tool_server)
         # Two calls in one response: both outputs go back, then one response.create.
         creates = call.events_in["response.create"]
-        answer = await ask("check order 42 and where am I", 7)
+        answer = await ask("check order 42 and where am I", 10)
         assert "shipped on Monday" in answer and "Berlin" in answer, answer
-        assert len(outputs(call)) == 8
+        assert len(outputs(call)) == 11
         assert call.events_in["response.create"] == creates + 2  # the chat's and the tools'
         assert list(call.errors) == []  # every event valid both ways; no unknown call_id
         assert bridge.sessions["alice"].call_id == call.id  # same call all along
         await wait_for(lambda: alice.states[-1:] == ["listening"])
+        assert timed("get_order") == timed_before + 3  # ok, invalid arguments, ok
+        one_line_per_call(caplog, 11)
 
 
 async def test_end_call_hangs_up_that_human_after_the_goodbye(
@@ -210,6 +243,65 @@ async def test_end_call_hangs_up_that_human_after_the_goodbye(
         assert not bridge.room.remote_participants.get("alice")
         await bob.chat("are you still there?")
         await bob.wait_until(lambda: bool(bob.final_transcripts(bridge.identity)), 20)
+        # Alice's tool call and its output stayed in her call: none reached bob's.
+        bob_items = emulator.emulator.calls[bob_call].snapshot()["items"]
+        assert not [i for i in bob_items if i["type"].startswith("function_call")]
+
+
+async def test_shared_mode_tools_act_for_whoever_asked(
+    bridge_settings: BridgeSettings,
+    livekit_server: LiveKitServer,
+    emulator: EmulatorServer,
+    tool_server: ToolServer,
+) -> None:
+    """One call for the room: a tool acts for the person whose turn the model answered, end_call
+    is not offered, and a tool result is answered even under the ``addressed`` policy."""
+    script(emulator)
+    settings = bridge_settings(
+        mode="shared",
+        response_policy="addressed",
+        tools=tools(tool_server),
+        tools_secret=SECRET,
+    )
+    room = room_name()
+    asked: list[str] = []  # whose app answered getLocation
+    async with (
+        humans(livekit_server, room, "alice", "bob") as (alice, bob),
+        worker(settings, room) as bridge,
+    ):
+        for person, city in ((alice, "Berlin"), (bob, "Paris")):
+
+            async def where(
+                data: rtc.RpcInvocationData, who: str = person.identity, city: str = city
+            ) -> str:
+                asked.append(who)
+                return json.dumps({"city": city})
+
+            person.room.local_participant.register_rpc_method("getLocation", where)
+        await wait_for(lambda: bridge.shared is not None and bridge.shared.call_id is not None)
+        call = call_of(emulator, bridge, SHARED)
+        offered = [t["name"] for t in call.model.session["tools"]]
+        assert "end_call" not in offered and "leave" in offered  # it would remove a person
+
+        def answers() -> list[str]:
+            return [t.text for t in alice.final_transcripts(bridge.identity)]
+
+        # Bob asks: the RPC runs in bob's app, and its result is answered (policy addressed).
+        await bob.chat("Assistant, where am I?")
+        await wait_for(lambda: len(outputs(call)) == 1, 20)
+        await alice.wait_until(lambda: len(answers()) == 1, 20)
+        assert asked == ["bob"]
+        assert "Paris" in answers()[0], answers()
+        # Alice asks next: the HTTP tool is told it is alice.
+        await alice.chat("Assistant, where is my order 42?")
+        await wait_for(lambda: len(outputs(call)) == 2, 20)
+        await alice.wait_until(lambda: len(answers()) == 2, 20)
+        assert "shipped on Monday" in answers()[1], answers()
+        (request,) = tool_server.requests
+        assert request["participant"] == {"identity": "alice", "name": "alice"}
+        # Two chats addressed the agent, two tool results were answered; nothing else.
+        assert call.events_in["response.create"] == 4
+        assert list(call.errors) == []
 
 
 async def test_leave_room_after_the_goodbye(
