@@ -53,7 +53,8 @@ AGENT_OFFER_SECONDS = Histogram(
 )
 AGENT_TERMINATIONS = Counter(
     "bridge_agent_terminations_total",
-    "Job terminations from LiveKit, by what they led to (left, kept, unknown).",
+    "Job terminations from LiveKit, by what they led to (left, kept, unknown); orphan_left: a "
+    "job of an earlier registration whose dispatch was found gone.",
     ["outcome"],
 )
 AGENT_REGISTERED = Gauge(

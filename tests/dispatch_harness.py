@@ -69,10 +69,12 @@ class ServeProcess:
 
 
 def serve_env(server: LiveKitServer, emulator: EmulatorServer, **settings: str) -> dict[str, str]:
+    """``settings`` become ``BRIDGE_*`` variables; ``livekit_url`` (e.g. a proxy in front of
+    ``server``) replaces the server's own URL."""
     env = {
         **os.environ,
         **LOOPBACK_ENV,
-        "LIVEKIT_URL": server.url,
+        "LIVEKIT_URL": settings.pop("livekit_url", server.url),
         "LIVEKIT_API_KEY": server.api_key,
         "LIVEKIT_API_SECRET": server.api_secret,
         "OPENAI_API_KEY": EMULATOR_KEY,

@@ -28,7 +28,9 @@ over a WebSocket at ``<LIVEKIT_URL>/agent``; see shared docs "Agent dispatch"):
   one when an agent participant of ours left the room; if our agent is in the room again (a
   worker process restarted) and the job's dispatch still exists, the agent stays.
 * If the socket drops (livekit-server restarted, network), the worker registers again with
-  exponential backoff and jitter; rooms already joined keep going.
+  exponential backoff and jitter; rooms already joined keep going. LiveKit cannot terminate the
+  jobs of the old registration any more: their dispatches are looked up instead
+  (bridge/service/orphan_jobs.py), and a job whose dispatch was deleted leaves its room.
 
 LiveKit never re-dispatches a job whose worker died or that found every worker full: the
 reconcile loop (bridge/service/dispatch.py) joins rooms with humans, no agent and a dispatch to
@@ -65,6 +67,7 @@ from bridge.metrics import (
 from bridge.room.identity import NAME_ATTRIBUTE, STATE_ATTRIBUTE, agent_identity
 from bridge.service.dispatch import Dispatcher
 from bridge.service.eligibility import decide, dispatch_overrides, merge_overrides
+from bridge.service.orphan_jobs import watch_orphans
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +118,7 @@ class _Job:
     id: str
     room: str
     dispatch_id: str
+    worker_id: str  # the registration LiveKit gave the job to
     running: bool = False
 
 
@@ -146,6 +150,7 @@ class AgentWorker:
         self._offers: dict[str, _Offer] = {}
         self._jobs: dict[str, _Job] = {}
         self._last_status: tuple[int, float, int] | None = None
+        self._orphan_watch: asyncio.Task[None] | None = None
         self._answer_seconds: deque[float] = deque(maxlen=ANSWER_SAMPLES)
         self.state = "stopped"
         self.worker_id = ""
@@ -319,6 +324,7 @@ class AgentWorker:
         if self._connected:
             AGENT_REGISTERED.set(0)
         self._connected = False
+        self._watch_orphans()
         # Offers not yet assigned will not be; their assignment would come on the old socket.
         for offer in self._offers.values():
             if offer.expiry is not None:
@@ -469,7 +475,9 @@ class AgentWorker:
                 "agent dispatch: assignment names another server; joining ours",
                 extra={"room": offer.room},
             )
-        tracked = _Job(id=job.id, room=offer.room, dispatch_id=job.dispatch_id)
+        tracked = _Job(
+            id=job.id, room=offer.room, dispatch_id=job.dispatch_id, worker_id=self.worker_id
+        )
         self._jobs[job.id] = tracked
         if offer.join:
             self._dispatcher.assigned(offer.room, offer.overrides)
@@ -520,6 +528,40 @@ class AgentWorker:
             for other in others:
                 self._jobs.pop(other.id, None)
                 self._job_status(other, lkagent.JS_SUCCESS)
+
+    # ---- jobs of an earlier registration (bridge/service/orphan_jobs.py) -------------------
+
+    def _orphans(self) -> list[_Job]:
+        """Jobs whose termination can no longer reach us: given to an earlier registration, or
+        we are not registered at all."""
+        return [
+            j
+            for j in self._jobs.values()
+            if j.dispatch_id and (not self._connected or j.worker_id != self.worker_id)
+        ]
+
+    def _watch_orphans(self) -> None:
+        if self._tasks.closed or not self._orphans():
+            return
+        if self._orphan_watch is None or self._orphan_watch.done():
+            self._orphan_watch = self._tasks.create_task(
+                watch_orphans(
+                    self.settings, lambda: self._dispatcher.api, self._orphans, self._orphan_ended
+                ),
+                name="orphans",
+            )
+
+    def _orphan_ended(self, job: _Job) -> None:
+        """An orphaned job's dispatch is gone: leave its room, as its termination would."""
+        if self._jobs.pop(job.id, None) is None:
+            return
+        others = [j for j in self._jobs.values() if j.room == job.room]
+        left = self._dispatcher.undispatch(job.room)
+        AGENT_TERMINATIONS.labels("orphan_left" if left else "unknown").inc()
+        for ended in [job, *others] if left else [job]:
+            self._jobs.pop(ended.id, None)
+            self._job_status(ended, lkagent.JS_SUCCESS)
+        self.changed()
 
     # ---- what happens to rooms (Dispatcher listener) -------------------------------------------
 

@@ -24,6 +24,7 @@ from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from tests.dispatch_harness import ServeProcess, agents_in, serve
 from tests.room_harness import Human
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -300,23 +301,45 @@ async def _gone(pids: list[int]) -> bool:
     return True
 
 
-async def test_workers_register_again_after_livekit_restarts(
+async def test_workers_register_again_after_a_dropped_socket_and_a_livekit_restart(
     emulator: EmulatorServer,
 ) -> None:
+    """serve reaches LiveKit through a proxy that can cut its /agent socket alone. After a drop
+    LiveKit no longer knows which worker runs the old registration's job, so deleting its
+    dispatch sends no termination: the bridge notices the dispatch is gone and leaves."""
     agent = name("ai")
     async with (
         LiveKitServer(LiveKitServerConfig()) as server,
-        dispatch_serve(server, emulator, agent) as bridge,
+        TcpProxy(server.config.port) as proxy,
+        dispatch_serve(
+            server, emulator, agent, livekit_url=proxy.url, reconcile_interval="1"
+        ) as bridge,
     ):
+        room = name("before")
+        async with people(server, room, agent=agent) as (alice,):
+            await alice.wait_until(lambda: bool(alice.agent_tracks()), timeout=60)
+            async with server_api(server) as lkapi:
+                listed = await lkapi.agent_dispatch.list_dispatch(room)
+            (ours,) = [d for d in listed if d.agent_name == agent]
+            assert proxy.cut("/agent") == 1
+            await eventually(lambda: registered(bridge, times=2), timeout=30)
+            assert await agents_in(server, room) == [f"room-bridge-{room}"]  # the room goes on
+            async with server_api(server) as lkapi:
+                await lkapi.agent_dispatch.delete_dispatch(ours.id, room)
+            await eventually(lambda: _absent(server, room), timeout=15)
+        assert "from an earlier registration" in bridge.output()
+        metrics = (await bridge.get("/metrics")).text
+        assert 'bridge_agent_terminations_total{outcome="orphan_left"} 1.0' in metrics
+
         await server.aclose()
         await eventually(lambda: _state_is(bridge, "disconnected"), timeout=10)
         await server.start()  # same ports, same keys
-        await eventually(lambda: registered(bridge, times=2), timeout=30)
+        await eventually(lambda: registered(bridge, times=3), timeout=30)
         room = name("after")
         async with people(server, room, agent=agent) as (alice,):
             await alice.wait_until(lambda: bool(alice.agent_tracks()), timeout=60)
         metrics = (await bridge.get("/metrics")).text
-        assert 'bridge_agent_registrations_total{result="ok"} 2.0' in metrics
+        assert 'bridge_agent_registrations_total{result="ok"} 3.0' in metrics
 
 
 async def _state_is(bridge: ServeProcess, state: str) -> bool:
