@@ -251,11 +251,16 @@ async def test_two_workers_share_rooms_by_load_heal_the_fifth_and_a_killed_ones(
         assert [len(s) for s in served] == [2, 2], served
         assert served[0] | served[1] == set(rooms[:4])
 
-        # Both full: LiveKit drops the fifth job (nothing is queued)...
+        # Both full: LiveKit drops the fifth job (nothing is queued). It offers none to a worker
+        # that reported WS_FULL, so neither worker even saw an offer for it (an at_capacity
+        # refusal only happens when an offer races our status update)...
+        offered = [await _offers(first), await _offers(second)]
+        assert [o["accepted"] for o in offered] == [2.0, 2.0], offered
         fifth = rooms[4]
         await dispatch(livekit_server, fifth, agent)
         await asyncio.sleep(2.0)
         assert await agents_in(livekit_server, fifth) == []
+        assert [await _offers(first), await _offers(second)] == offered
         # ...and when a slot frees, reconcile finds the dispatch (list_dispatch) and joins.
         await _leave(humans_, by_room[sorted(served[0])[0]])
         await eventually(lambda: _serves(first, fifth), timeout=60)
@@ -276,6 +281,17 @@ async def test_two_workers_share_rooms_by_load_heal_the_fifth_and_a_killed_ones(
         await eventually(lambda: _gone(children), timeout=30)
     log = second.output()
     assert "LiveKit lists a dispatch to us" in log
+
+
+async def _offers(bridge: ServeProcess) -> dict[str, float]:
+    """The worker's job-offer counters: by outcome, and refusals by reason."""
+    metrics = (await bridge.get("/metrics")).text
+    found = re.findall(
+        r'^bridge_agent_offers(?:_refused)?_total\{(?:outcome|reason)="(\w+)"\} ([0-9.]+)$',
+        metrics,
+        re.MULTILINE,
+    )
+    return {label: float(value) for label, value in found}
 
 
 async def _leave(joined: list[Human], person: Human) -> None:

@@ -76,8 +76,10 @@ async def test_an_offer_is_answered_with_the_deterministic_identity(settings: Se
     assert handle(worker, offer("AJ_2", "support-2")) is not None
     updates = [m.update_worker for m in sent(worker) if m.HasField("update_worker")]
     assert updates[-1].status == lkagent.WS_FULL and updates[-1].load == 1.0
+    before = sample("bridge_agent_offers_refused_total", reason="at_capacity")
     refused = handle(worker, offer("AJ_3", "support-3"))
     assert refused is not None and not refused.available
+    assert sample("bridge_agent_offers_refused_total", reason="at_capacity") == before + 1
     await worker.aclose()
 
 
@@ -112,8 +114,10 @@ async def test_draining_refuses_and_reports_full(settings: Settings) -> None:
     dispatcher.draining = True
     (update,) = [m.update_worker for m in sent(worker)]
     assert update.status == lkagent.WS_FULL and update.load == 0.0
+    before = sample("bridge_agent_offers_refused_total", reason="draining")
     answer = handle(worker, offer("AJ_1", "r"))
     assert answer is not None and not answer.available
+    assert sample("bridge_agent_offers_refused_total", reason="draining") == before + 1
     await worker.aclose()
 
 
