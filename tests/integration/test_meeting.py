@@ -17,7 +17,7 @@ from bridge.local.livekit_server import LiveKitServer
 from bridge.room.shared import SHARED, SharedSession
 from bridge.room.worker import RoomWorker
 from tests.conftest import BridgeSettings
-from tests.integration.test_room_worker import call_ready, room_name, wait_for, worker
+from tests.integration.test_room_worker import call_of, call_ready, room_name, wait_for, worker
 from tests.room_harness import Human
 
 pytestmark = pytest.mark.timeout(150)
@@ -137,6 +137,20 @@ async def test_every_call_knows_the_meeting(
         ]
         await until_items(emulator, bridge, "alice", has(f"[answering Bob] {bob_answer}"))
 
+        # Bob's call drops: the call that replaces it holds his own turn and the meeting.
+        dropped = call_of(emulator, bridge, "bob")
+        await dropped.end("dropped")
+        await wait_for(lambda: bridge.sessions["bob"].call_id not in (None, dropped.id))
+        bob_items = await until_items(
+            emulator, bridge, "bob", lambda items: bob_answer in texts(items)
+        )
+        assert [(i["role"], i["text"]) for i in bob_items] == [
+            ("user", f"[Alice] {alice_said}"),
+            ("assistant", f"[answering Alice] {alice_answer}"),
+            ("user", bob_said),
+            ("assistant", bob_answer),
+        ]
+
         # Carol arrives late: her first call starts with the recent meeting, in spoken order.
         async with people(livekit_server, room, "Carol") as (carol,):
             await call_ready(bridge, "carol")
@@ -192,7 +206,10 @@ async def test_addressed_line_answered_once_on_the_speakers_call(
             items = await until_items(
                 emulator, bridge, identity, has(f"[answering Alice] {answer}")
             )
-            assert f"[Alice] {said}" in texts(items)
+            assert [(i["role"], i["text"]) for i in items] == [
+                ("user", f"[Alice] {said}"),
+                ("assistant", f"[answering Alice] {answer}"),
+            ]
             assert bridge.sessions[identity].usage.responses == 0
         alice_items = await items_of(emulator, bridge, "alice")
         assert [i["role"] for i in alice_items] == ["user", "assistant"]
@@ -266,13 +283,31 @@ async def shared_ready(bridge: RoomWorker, microphones: int) -> SharedSession:
     return bridge.shared
 
 
+@contextlib.asynccontextmanager
+async def camera(person: Human, width: int, height: int) -> AsyncIterator[None]:
+    """``person`` publishes a small camera (5 frames/s) until the block ends."""
+    task = asyncio.create_task(person.publish_camera(width, height, fps=5, seconds=120))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_shared_call_attributes_turns_and_answers_once(
     bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
 ) -> None:
+    """One call for the room; turns published on behalf of their speakers; the room-wide
+    ``addressed`` policy; the call sees the active speaker's camera."""
+    emulator.emulator.options.transcripts = [
+        "Assistant, what do you think of the plan?",
+        "I think Friday works.",  # not addressed: no answer
+    ]
     room = room_name()
+    settings = bridge_settings(mode="shared", response_policy="addressed", video_fps=2.0)
     async with (
         people(livekit_server, room, "Alice", "Bob") as (alice, bob),
-        worker(bridge_settings(mode="shared"), room) as bridge,
+        worker(settings, room) as bridge,
     ):
         shared = await shared_ready(bridge, 2)
         assert list(bridge.sessions) == [SHARED]  # one session in every count
@@ -281,6 +316,9 @@ async def test_shared_call_attributes_turns_and_answers_once(
         (track,) = alice.agent_tracks()
         assert track.name == "room"
         assert alice.mic is not None and bob.mic is not None
+        call_id = shared.call_id
+        assert call_id is not None
+        call = emulator.emulator.calls[call_id]
 
         def finals(sender: str) -> list[str]:
             return [t.attributes["lk.transcribed_track_id"] for t in bob.final_transcripts(sender)]
@@ -288,35 +326,46 @@ async def test_shared_call_attributes_turns_and_answers_once(
         def answers() -> list[str]:
             return [t.text for t in alice.final_transcripts(bridge.identity)]
 
-        await alice.say(1.0, pause=0.7)
-        await bob.wait_until(lambda: len(finals("alice")) == 1 and len(answers()) == 1)
-        heard = len(track.loud)
-        assert heard > 20  # the answer played in the room, on the one track
-        await bob.say(1.0, freq=300, pause=0.7)
-        await bob.wait_until(lambda: len(finals("bob")) == 1 and len(answers()) == 2)
+        def seen() -> tuple[int, int]:
+            return call.video.width, call.video.height
+
+        async with camera(alice, 320, 240):
+            # The first camera is shown until someone speaks.
+            await wait_for(lambda: seen() == (320, 240))
+            async with camera(bob, 320, 180):
+                await wait_for(lambda: "bob" in bridge._video)
+                await alice.say(1.0, pause=0.7)
+                await bob.wait_until(lambda: len(finals("alice")) == 1 and len(answers()) == 1)
+                heard = len(track.loud)
+                assert heard > 20  # the answer played in the room, on the one track
+                assert seen() == (320, 240)  # Alice spoke: her camera still
+                await bob.say(1.0, freq=300, pause=0.7)
+                await bob.wait_until(lambda: len(finals("bob")) == 1)
+                # Bob is the active speaker: the call now sees his camera.
+                await wait_for(lambda: seen() == (320, 180))
 
         # Each turn was published on behalf of whoever spoke it, on their microphone.
         assert finals("alice") == [alice.mic.sid]
         assert finals("bob") == [bob.mic.sid]
         assert not bob.final_transcripts("*")
-        # Exactly one model call heard both, and knows who said what.
-        assert shared.stats.calls == 1
-        call_id = shared.call_id
-        assert call_id is not None
+
+        # Chat from anyone is a labelled turn in the same call, answered when addressed.
+        await bob.chat("assistant, what about Friday?")
+        await alice.wait_until(lambda: len(answers()) == 2)
+        # Exactly one model call heard everything; only the addressed turns got a response.
+        assert shared.stats.calls == 1 and shared.call_id == call_id
         items = (await snapshot(emulator, call_id))["items"]
-        assert [i["role"] for i in items] == ["user", "assistant", "user", "assistant"]
+        assert [i["role"] for i in items] == ["user", "assistant", "user", "user", "assistant"]
+        assert items[2]["text"] == "I think Friday works."
+        assert items[3]["text"] == "[Bob] assistant, what about Friday?"
+        assert shared.usage.responses == 2
         record = [line.text for line in shared.conversation.record()]
-        assert record[0].startswith("[Alice] utterance 1") and record[2].startswith("[Bob] ")
+        assert record[0] == "[Alice] Assistant, what do you think of the plan?"
+        assert record[2] == "[Bob] I think Friday works."
         instructions = (await snapshot(emulator, call_id))["session"]["instructions"]
         assert "one audio channel" in instructions
         # Both humans got the same single answer track.
         assert [t.name for t in bob.agent_tracks()] == ["room"]
-
-        # Chat from anyone is a labelled turn in the same call.
-        await bob.chat("what about Friday?")
-        await alice.wait_until(lambda: len(answers()) == 3)
-        items = (await snapshot(emulator, call_id))["items"]
-        assert items[4]["text"] == "[Bob] what about Friday?"
 
 
 async def test_shared_call_barge_in_by_anyone(
