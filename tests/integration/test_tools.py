@@ -33,6 +33,9 @@ from tests.room_harness import humans
 from tests.tool_server import ToolServer
 
 pytestmark = pytest.mark.timeout(90)
+# The short tests' own bound (they take ~5 s): a hang ends at the await that hung, with its
+# traceback, instead of pytest-timeout's thread dump at 90 s.
+HANG = 45.0
 
 SECRET = "whsec_" + base64.b64encode(b"tool-secret-for-tests-0123").decode()
 ORDER_SCHEMA = {
@@ -313,7 +316,11 @@ async def test_leave_room_after_the_goodbye(
     script(emulator)
     settings = bridge_settings(tools=tools(tool_server), tools_secret=SECRET)
     room = room_name()
-    async with humans(livekit_server, room, "alice") as (alice,), worker(settings, room) as bridge:
+    async with (
+        asyncio.timeout(HANG),
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(settings, room) as bridge,
+    ):
         await call_ready(bridge, "alice")
         call = call_of(emulator, bridge, "alice")
         await alice.chat("please leave us alone")
@@ -369,7 +376,11 @@ async def test_barge_in_records_the_result_without_resuming(
     declared[2] = {**declared[2], "timeout": 6.0}
     settings = bridge_settings(tools=declared, tools_secret=SECRET)
     room = room_name()
-    async with humans(livekit_server, room, "alice") as (alice,), worker(settings, room) as bridge:
+    async with (
+        asyncio.timeout(HANG),
+        humans(livekit_server, room, "alice") as (alice,),
+        worker(settings, room) as bridge,
+    ):
         await call_ready(bridge, "alice")
         call = call_of(emulator, bridge, "alice")
         await alice.chat("report slowly please")
