@@ -295,6 +295,8 @@ async def test_shared_mode_tools_act_for_whoever_asked(
         await alice.wait_until(lambda: len(answers()) == 1, 20)
         assert asked == ["bob"]
         assert "Paris" in answers()[0], answers()
+        # (its answer has finished, so the next chat cancels nothing that already ended)
+        await wait_for(lambda: call.events_out["output_audio_buffer.stopped"] == 1, 20)
         # Alice asks next: the HTTP tool is told it is alice.
         await alice.chat("Assistant, where is my order 42?")
         await wait_for(lambda: len(outputs(call)) == 2, 20)
