@@ -82,19 +82,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         function = getattr(item, "obj", None)
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(function):
-            item.obj = _bounded(function)
+            # A test marked with a longer pytest-timeout gets that, less a margin for cleanup.
+            marker = item.get_closest_marker("timeout")
+            longer = float(marker.args[0]) - 20 if marker is not None and marker.args else 0.0
+            item.obj = _bounded(function, max(ASYNC_TEST_TIMEOUT, longer))
 
 
-def _bounded(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Any]:
+def _bounded(test: Callable[..., Coroutine[Any, Any, None]], seconds: float) -> Callable[..., Any]:
     @functools.wraps(test)
     async def run(*args: Any, **kwargs: Any) -> None:
-        limit = asyncio.timeout(ASYNC_TEST_TIMEOUT)
+        limit = asyncio.timeout(seconds)
         try:
             async with limit:
                 await test(*args, **kwargs)
         except TimeoutError as exc:
             if limit.expired():
-                raise AssertionError(f"no result in {ASYNC_TEST_TIMEOUT:g} s") from exc
+                raise AssertionError(f"no result in {seconds:g} s") from exc
             raise
 
     return run

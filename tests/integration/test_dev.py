@@ -1,35 +1,49 @@
-"""`room-bridge dev` (what `make demo` runs): the whole stack, end to end, then a clean exit."""
+"""`room-bridge dev` (what `make demo` runs): the whole stack, end to end, then Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import sys
 
 import pytest
 
 pytestmark = pytest.mark.timeout(120)
 
+URL_LINE = re.compile(r"^http://127\.0\.0\.1:\d+/$")
+LAST_HINT = "Now talk to the AI yourself in your browser:"
 
-async def test_dev_stack_talks_and_exits_cleanly() -> None:
+
+async def test_dev_stack_talks_then_points_at_the_page_and_stops_on_ctrl_c() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BRIDGE_"))}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "bridge",
-        "dev",
-        "--room",
-        "dev-test",
-        "--turns",
-        "1",
-        "--exit",
+        *("-m", "bridge", "dev", "--room", "dev-test", "--turns", "1"),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 100)
-    text = out.decode(errors="replace")
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        # As `make demo`: the turns, then the page's address last, then it waits for Ctrl-C.
+        async with asyncio.timeout(90):
+            while not (lines[-2:-1] and LAST_HINT in lines[-2]):
+                line = await proc.stdout.readline()
+                assert line, "dev exited before pointing at the page:\n" + "\n".join(lines)
+                lines.append(line.decode(errors="replace").rstrip())
+        assert URL_LINE.match(lines[-1]), "\n".join(lines)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "\n".join(lines) + "\n" + rest.decode(errors="replace")
     assert proc.returncode == 0, text
+    assert text.rstrip().endswith("stopped"), text
     assert "bridge registered as agent 'assistant' (agent dispatch)" in text
     assert "[agent]        room-bridge-dev-test joined the room" in text
     assert "[human said]   utterance 1, " in text

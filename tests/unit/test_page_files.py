@@ -8,6 +8,8 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
+from tests.page_files import screenshot_is_current
+
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "bridge" / "local" / "page_src"
 
@@ -45,3 +47,11 @@ def test_the_page_ships_as_package_data() -> None:
     html = page.joinpath("index.html").read_text()
     for asset in re.findall(r'(?:src|href)="([^":]+)"', html):
         assert page.joinpath(asset).is_file(), asset
+
+
+def test_the_readme_screenshot_was_taken_of_the_current_page() -> None:
+    assert screenshot_is_current(), (
+        "bridge/local/page/ changed since tests/screenshots/page.png was taken: run "
+        "`python -m pytest tests/integration/test_page.py -k chromium` (it retakes it) and "
+        "commit tests/screenshots/page.png and page.png.sources"
+    )
