@@ -33,6 +33,8 @@ class AnswerEnd:
         self._on_end = on_end
         self._timeout = timeout
         self._waiting: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+        self._ended.set()
 
     @property
     def pending(self) -> bool:
@@ -45,19 +47,26 @@ class AnswerEnd:
         if self._pump is None:
             self._on_end()
             return
+        self._ended.clear()
         self._waiting = self._tasks.create_task(self._wait(), name="answer-end")
+
+    async def ended(self) -> None:
+        """Until no answer is left playing (ended, or cut)."""
+        await self._ended.wait()
 
     def finish_now(self) -> None:
         """Another answer starts: the previous one ends now."""
         if self._waiting is not None:
             self.cancel()
             self._on_end()
+            self._ended.set()
 
     def cancel(self) -> None:
         """The answer was cut (barge-in, cleared, a new call): nothing more to end."""
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.cancel()
+        self._ended.set()
 
     async def _wait(self) -> None:
         assert self._pump is not None
@@ -65,3 +74,4 @@ class AnswerEnd:
             await asyncio.wait_for(self._pump.played_out(), self._timeout)
         self._waiting = None
         self._on_end()
+        self._ended.set()

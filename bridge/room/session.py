@@ -53,7 +53,7 @@ from bridge.room.meeting import Meeting
 from bridge.room.rollover import CallLeg, Rollover
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
-from bridge.room.tools.runner import ToolRunner
+from bridge.room.tools.runner import ToolRunner, played_out
 from bridge.room.transcripts import Transcripts
 
 logger = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class ParticipantSession:
                 actions=self._tool_actions,
                 on_thinking=lambda: self._set_state(AgentState.THINKING),
                 on_running=functools.partial(self._attributes.set_tools, self.identity),
-                playout=(self._pump.played_out if self._pump is not None else None),
+                playout=self._answer_heard if self._pump is not None else None,
                 extra=self._extra,
             )
         self._set_state(AgentState.INITIALIZING)
@@ -731,6 +731,12 @@ class ParticipantSession:
             self._tools.audio_finished(str(getattr(event, "response_id", "")))
         # Speaking until the end of the answer has left our queues (bridge/room/answer_end.py).
         self._answer_end.stopped()
+
+    async def _answer_heard(self) -> None:
+        """The answer has ended for the room (its transcript final) and nothing more arrives."""
+        await self._answer_end.ended()
+        if self._pump is not None and self._source is not None:
+            await played_out(self._pump, self._source)
 
     def _answer_played(self) -> None:
         self._audio_playing = False

@@ -37,6 +37,7 @@ from bridge.config import Settings
 from bridge.metrics import TOOL_CALLS, TOOL_SECONDS
 from bridge.realtime import RealtimeCall, RealtimeClosedError
 from bridge.realtime import events as ev
+from bridge.room.media import SpeakerPump
 from bridge.room.tools.builtins import OUTPUTS, RoomActions
 from bridge.room.tools.http import Caller, HttpTools
 from bridge.room.tools.outcome import Result, ToolFailure
@@ -265,6 +266,17 @@ class ToolRunner:
                 self._actions.end_call(hang_up)
         else:
             self._actions.leave_room()
+
+
+async def played_out(pump: SpeakerPump, source: rtc.AudioSource) -> None:
+    """Until the model's audio has stopped arriving and LiveKit has played what it queued.
+    ``output_audio_buffer.stopped`` only says the service finished sending; our receive queue
+    may still hold the end of the answer."""
+    last = -1.0
+    while pump.pushed_seconds != last:
+        last = pump.pushed_seconds
+        await asyncio.sleep(0.3)
+    await source.wait_for_playout()
 
 
 def _has_audio(response: ev.Response) -> bool:
