@@ -168,32 +168,14 @@ class SpeakerPump:
         # only while a measurement probe is set).
         self.source_queue: deque[float] = deque(maxlen=10_000)
         self._receiver: AudioReceiver | None = None
-        # Set once an answer's sound has passed and the stream has gone quiet after it (the
-        # model sends silence between answers), cleared by ``answer_started``.
-        self._answer_passed = asyncio.Event()
-        self._answer_passed.set()
-        self._answer_heard = False
 
     @property
     def played_seconds(self) -> float:
         """Audio that has left for the room (pushed minus still queued in the source)."""
         return max(0.0, self.pushed_seconds - self._source.queued_duration)
 
-    def answer_started(self) -> None:
-        """The model started sending an answer: ``played_out`` waits for its sound to pass."""
-        self._answer_passed.clear()
-        self._answer_heard = False
-
-    async def played_out(self) -> None:
-        """Until the answer has left for the room: its sound has passed through here, the
-        quiet after it too (``QUIET_FRAMES_BEFORE_SKIP`` frames), and LiveKit's source has sent
-        what it queued. The owner bounds the wait (an answer without sound never passes)."""
-        await self._answer_passed.wait()
-        await self._source.wait_for_playout()
-
     def flush(self) -> None:
         self._open = False
-        self._answer_passed.set()  # nothing of the answer will play now
         self._source.clear_queue()
         if self._receiver is not None:
             dropped = self._receiver.clear()
@@ -219,12 +201,9 @@ class SpeakerPump:
                 if int(pcm.max()) <= QUIET_LEVEL and int(pcm.min()) >= -QUIET_LEVEL:
                     self._quiet_run += 1
                     if self._quiet_run > QUIET_FRAMES_BEFORE_SKIP:
-                        if self._answer_heard:
-                            self._answer_passed.set()
                         continue
                 else:
                     self._quiet_run = 0
-                    self._answer_heard = True
                     self.last_sound_at = time.monotonic()
                 # The SDK copies the samples into its own buffer: no tobytes() copy first.
                 frame = rtc.AudioFrame(pcm.data, SAMPLE_RATE, 1, len(pcm))

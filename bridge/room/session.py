@@ -44,7 +44,6 @@ from bridge.realtime import events as ev
 from bridge.realtime.session_config import turn_detection
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.agent_state import AgentState, AttributeWriter
-from bridge.room.answer_end import AnswerEnd
 from bridge.room.answer_tracks import AnswerTrack, AnswerTracks
 from bridge.room.budget import SessionCost
 from bridge.room.conversation import ConversationState, Line
@@ -135,7 +134,6 @@ class ParticipantSession:
         self._video_task: asyncio.Task[None] | None = None
         self._source: rtc.AudioSource | None = None
         self._pump: SpeakerPump | None = None
-        self._answer_end = AnswerEnd(None, self._tasks, self._answer_played)
         self._transcripts: Transcripts | None = None
         self._call: RealtimeCall | None = None
         # The first call, connecting while the agent track is published (see ``start``).
@@ -230,7 +228,6 @@ class ParticipantSession:
             self._answer = await self._answer_tracks.acquire(self.identity, self.answer_name)
             self._source = self._answer.source
             self._pump = SpeakerPump(self._source)
-            self._answer_end = AnswerEnd(self._pump, self._tasks, self._answer_played)
             self.stats.published_at = time.perf_counter()
             self._attributes.set_track(self.identity, self._answer.sid)
             self._on_track_published()
@@ -255,7 +252,11 @@ class ParticipantSession:
                 actions=self._tool_actions,
                 on_thinking=lambda: self._set_state(AgentState.THINKING),
                 on_running=functools.partial(self._attributes.set_tools, self.identity),
-                playout=self._answer_heard if self._pump is not None else None,
+                playout=(
+                    functools.partial(played_out, self._pump, self._source)
+                    if self._pump is not None and self._source is not None
+                    else None
+                ),
                 extra=self._extra,
             )
         self._set_state(AgentState.INITIALIZING)
@@ -464,7 +465,6 @@ class ParticipantSession:
             speaker = self._tasks.create_task(self._pump.run(call.audio_out), name="speaker")
         self._response_id = None
         self._audio_playing = False
-        self._answer_end.cancel()
         self._last_activity = time.monotonic()
         self._set_state(AgentState.LISTENING)
         try:
@@ -659,7 +659,6 @@ class ParticipantSession:
         assert isinstance(event, ev.SpeechStarted)
         self._last_activity = time.monotonic()
         self.conversation.speech_started(event.item_id)
-        self._answer_end.cancel()
         if self._audio_playing or self._response_id is not None:
             self._interrupt()
             self._audio_playing = False
@@ -717,36 +716,23 @@ class ParticipantSession:
             self._set_state(AgentState.THINKING)
 
     def _on_audio_started(self, event: ev.ServerEvent) -> None:
-        self._answer_end.finish_now()
         self._audio_playing = True
         if self._pump is not None:
             self._pump.reopen()
-            self._pump.answer_started()
         if self._transcripts is not None:
             self._transcripts.audio_started()
         self._set_state(AgentState.SPEAKING)
 
     def _on_audio_stopped(self, event: ev.ServerEvent) -> None:
-        if self._tools is not None:
-            self._tools.audio_finished(str(getattr(event, "response_id", "")))
-        # Speaking until the end of the answer has left our queues (bridge/room/answer_end.py).
-        self._answer_end.stopped()
-
-    async def _answer_heard(self) -> None:
-        """The answer has ended for the room (its transcript final) and nothing more arrives."""
-        await self._answer_end.ended()
-        if self._pump is not None and self._source is not None:
-            await played_out(self._pump, self._source)
-
-    def _answer_played(self) -> None:
         self._audio_playing = False
         if self._transcripts is not None:
             self._transcripts.audio_stopped()
+        if self._tools is not None:
+            self._tools.audio_finished(str(getattr(event, "response_id", "")))
         if self._response_id is None:
             self._set_state(self._resting_state())
 
     def _on_audio_cleared(self, event: ev.ServerEvent) -> None:
-        self._answer_end.cancel()
         if self._tools is not None:
             self._tools.audio_finished(str(getattr(event, "response_id", "")))
         self._audio_playing = False
