@@ -73,7 +73,7 @@ typecheck: $(STAMP)
 
 # The whole suite: lint, types, unit and integration tests (real livekit-server + emulator).
 test: lint typecheck livekit-server k8s-tools browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 # On-demand soak and benchmark runs (print JSON).
 bench: livekit-server

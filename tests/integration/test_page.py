@@ -309,11 +309,10 @@ async def test_a_person_talks_to_the_ai_in_chromium(tmp_path: Path) -> None:
         chromium(wav) as browser,
     ):
         ada = await Person.open(browser, stack.url, viewport={"width": 1000, "height": 760})
-        # She is the first in the room: the AI joins after her, later than the page is told to
-        # wait here (the dev server says 20 s; this answer says 0.05 s), so she is told so.
-        await ada.token_answers(_with(agent_timeout_s=0.05))
+        # (The "AI has not joined within N s" notice is not checked here: the AI is dispatched
+        # when she creates the room and, on a busy machine, is often in before her own connect
+        # returns, so no wait is short enough to show it every time.)
         await ada.join_with_keyboard("Ada")
-        await ada.token_answers(None)
         assert "emulator" in await ada.page.locator("#model").inner_text()
 
         # She speaks (the fake microphone); the AI listens, thinks, answers aloud, listens again.
@@ -382,9 +381,7 @@ async def test_a_person_talks_to_the_ai_in_chromium(tmp_path: Path) -> None:
 
 
 async def _first_answer_as_a_person_sees_it(ada: Person) -> None:
-    notices = [str(n) for n in (await ada.seen())["notices"]]  # type: ignore[attr-defined]
-    assert any("The AI has not joined within 0.05 s" in n for n in notices), notices
-    assert await ada.page.locator("#notice").is_hidden()  # cleared when the AI joined
+    assert await ada.page.locator("#notice").is_hidden()
     # The AI's voice plays in an <audio> element (the browser did not block it).
     assert (playing := await ada.agent_audio()) and all(playing), playing
     # Her words were shown unfinished, then final, in one line; the AI's answer came in piece
