@@ -427,8 +427,11 @@ class ParticipantSession:
 
     async def _next_leg(self) -> CallLeg:
         """The call started with the session (see ``start``) the first time, then a new one."""
-        early, self._early_leg = self._early_leg, None
+        early = self._early_leg
+        # Cleared only once taken: a session closing while this await is woken (the call just
+        # connected) finds it still there and hangs it up, instead of leaking a live call.
         leg = await early if early is not None else await self._open_leg()
+        self._early_leg = None
         if isinstance(leg, Exception):
             raise leg
         if self.stats.first_connected_at is None:

@@ -167,12 +167,14 @@ async def talk(human: Human, stop: asyncio.Event) -> int:
 
 
 async def settle(bridge: BridgeProcess, timeout: float = 60) -> dict[str, Any]:
-    """Stats once only the steady human's session is left."""
+    """Stats once only the steady human's session is left and the ended sessions' calls are
+    closed (aiortc closes a peer connection a moment after its session ended)."""
     deadline = time.monotonic() + timeout
     while True:
         stats = await bridge.stats()
-        if list(stats["sessions"]) == [STEADY] or time.monotonic() > deadline:
-            return stats
+        settled = list(stats["sessions"]) == [STEADY] and stats["peer_connections"] <= 1
+        if settled or time.monotonic() > deadline:
+            return {**stats, "settled": settled}
         await asyncio.sleep(1.0)
 
 

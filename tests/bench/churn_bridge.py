@@ -43,11 +43,10 @@ def thread_names() -> dict[str, int]:
 
 def stats(worker: RoomWorker) -> dict[str, Any]:
     gc.collect()
-    live_pcs = sum(
-        1
-        for o in gc.get_objects()
-        if isinstance(o, RTCPeerConnection) and o.connectionState != "closed"
+    states = Counter(
+        o.connectionState for o in gc.get_objects() if isinstance(o, RTCPeerConnection)
     )
+    live_pcs = sum(n for state, n in states.items() if state != "closed")
     sessions = {
         identity: {"calls": s.stats.calls, "failures": dict(s.stats.failures)}
         for identity, s in worker.sessions.items()
@@ -58,6 +57,7 @@ def stats(worker: RoomWorker) -> dict[str, Any]:
         "threads": proc_status("Threads"),
         "threads_by_name": thread_names(),
         "peer_connections": live_pcs,
+        "peer_connection_states": dict(states),
         "rss_mb": round(proc_status("VmRSS") / 1024, 1),
         "sessions": sessions,
     }
