@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__
-from bridge.config import ConfigError, Settings, load_settings
 from bridge.logs import setup_logging
+from bridge.settings.config import ConfigError, Settings, load_settings
 
 logger = logging.getLogger("bridge")
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.config import ConfigError, SessionOverrides, Settings
+from bridge.settings.config import ConfigError, SessionOverrides, Settings
 
 if TYPE_CHECKING:
     from aiohttp import web

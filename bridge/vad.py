@@ -17,7 +17,7 @@ from enum import Enum
 
 import numpy as np
 
-from bridge.realtime.tracks import FRAME_MS, Pcm
+from bridge.audio import FRAME_MS, Pcm
 
 
 def level_dbfs(pcm: Pcm) -> float:

@@ -12,13 +12,11 @@ import pytest_asyncio
 from hypothesis import settings
 from pydantic import SecretStr
 
-from bridge.config import Settings
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
-from tests.env import EMULATOR_KEY, test_settings
-
-BridgeSettings = Callable[..., Settings]
+from bridge.settings.config import Settings
+from tests.support.env import EMULATOR_KEY, BridgeSettings, test_settings
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -72,7 +70,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "short"))
 
 
 # A test that stops making progress is cancelled from inside its own event loop, so its `finally`
-# blocks run (humans leave, workers close) and it fails (then is rerun) instead of hanging the
+# blocks run (humans leave, workers close) and it fails instead of hanging the
 # suite. pytest-timeout's 120 s stays the last resort: its signal lands in whatever task runs at
 # that moment, which need not be the test's.
 ASYNC_TEST_TIMEOUT = 100.0

@@ -25,13 +25,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiortc import RTCPeerConnection
 from pydantic import ValidationError
 
-from bridge.config import Settings
 from bridge.emulator.model import new_id, session_from_request
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.peer import EmulatedCall, OfferError
 from bridge.emulator.schema import check_session
-from bridge.ice import rtc_configuration
 from bridge.realtime.errors import redact
+from bridge.realtime.ice import rtc_configuration
+from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 

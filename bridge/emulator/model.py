@@ -22,11 +22,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from bridge.aio import TaskSet, cancel_and_wait
+from bridge.audio import FRAME_MS, SAMPLE_RATE, Pcm
 from bridge.emulator.billing import IMAGE_TOKENS, Bill
 from bridge.emulator.conversation import Conversation, UnknownItemError
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.voice import VoiceTrack, tone
-from bridge.realtime.tracks import FRAME_MS, SAMPLE_RATE, Pcm
 from bridge.vad import EnergyVad, VadConfig, VadEvent
 
 logger = logging.getLogger(__name__)

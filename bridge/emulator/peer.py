@@ -21,6 +21,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from bridge.aio import TaskSet, cancel_and_wait
+from bridge.audio import FRAME_MS
 from bridge.emulator.answer import shape_answer
 from bridge.emulator.loopback import LoopbackTrack
 from bridge.emulator.model import FakeModel, new_id
@@ -28,7 +29,7 @@ from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.schema import check_client_event, check_server_event, check_session
 from bridge.emulator.voice import VoiceTrack
 from bridge.realtime.playout import AudioPlayout, RtpTap, TappedPacket
-from bridge.realtime.tracks import FRAME_MS, AudioReceiver, to_mono
+from bridge.realtime.tracks import AudioReceiver, to_mono
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE, Pcm
 
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 

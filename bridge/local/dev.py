@@ -32,7 +32,7 @@ from livekit import rtc
 from pydantic import SecretStr
 
 from bridge.aio import TaskSet
-from bridge.config import Settings
+from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.voice import tone
@@ -41,9 +41,9 @@ from bridge.local.page_server import PageServer, Room
 from bridge.local.ports import loopback_listener
 from bridge.local.tokens import participant_token
 from bridge.processes import stop_process
-from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE
 from bridge.room.identity import agent_identity
 from bridge.room.transcripts import FINAL, TOPIC
+from bridge.settings.config import Settings
 
 EMULATOR_KEY = "sk-emulator-dev"
 TYPED_TURNS = [

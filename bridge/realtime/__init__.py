@@ -1,7 +1,7 @@
 """The model side: a client of the OpenAI Realtime API over WebRTC. Knows nothing about LiveKit.
 
-May import: the shared plumbing at ``bridge``'s top level (settings, task helpers, ICE); never
-another side of the package, never ``livekit``.
+May import: ``bridge.settings``, ``bridge.billing`` and the shared plumbing at ``bridge``'s top
+level; never another side of the package, never ``livekit``.
 
 async with RealtimeCall(settings, session=build_session(settings), audio=track) as call:
     async for event in call.events():

@@ -37,8 +37,6 @@ from aiortc import (
 from pydantic import BaseModel, SecretStr
 
 from bridge.aio import Closer, TaskSet
-from bridge.config import Settings
-from bridge.ice import rtc_configuration
 from bridge.realtime import http
 from bridge.realtime.errors import (
     RealtimeClosedError,
@@ -58,9 +56,11 @@ from bridge.realtime.events import (
     UnknownEvent,
     parse_server_event,
 )
+from bridge.realtime.ice import rtc_configuration
 from bridge.realtime.playout import AudioPlayout, Impairment, RtpTap
 from bridge.realtime.sdp import normalize_answer
 from bridge.realtime.tracks import AudioReceiver
+from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 

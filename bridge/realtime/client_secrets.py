@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.config import Settings
 from bridge.realtime.errors import RealtimeProtocolError
 from bridge.realtime.http import api_key, auth_headers, make_client, request
+from bridge.settings.config import Settings
 
 
 @dataclass(frozen=True)

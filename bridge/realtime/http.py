@@ -15,7 +15,6 @@ import httpx
 from aiortc import RTCCertificate
 from pydantic import SecretStr
 
-from bridge.config import Settings
 from bridge.realtime.errors import (
     RealtimeAPIError,
     RealtimeConnectionError,
@@ -23,6 +22,7 @@ from bridge.realtime.errors import (
     RealtimeTimeoutError,
     redact,
 )
+from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 

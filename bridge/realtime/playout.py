@@ -32,7 +32,8 @@ from typing import Any
 import av
 import numpy as np
 
-from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE, Pcm, to_mono
+from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from bridge.realtime.tracks import to_mono
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.config import Settings
+from bridge.settings.config import Settings
 
 
 def turn_detection(

@@ -18,20 +18,16 @@ from typing import Any
 
 import av
 import numpy as np
-import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from bridge.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Pcm
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48_000
-FRAME_MS = 20
-FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
-FRAME_SECONDS = FRAME_MS / 1000
 AUDIO_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
 
-Pcm = npt.NDArray[np.int16]
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 

@@ -5,6 +5,7 @@ is one human and their model calls; ``media`` moves frames between LiveKit and a
 ``transcripts`` and ``agent_state`` publish what the agent hears, says and does; ``tools`` runs
 the functions the model calls.
 
-May import: ``bridge.realtime`` and the shared plumbing at ``bridge``'s top level.
+May import: ``bridge.realtime``, ``bridge.settings``, ``bridge.billing`` and the shared plumbing
+at ``bridge``'s top level.
 Never imports ``bridge.service``, ``bridge.local`` or ``bridge.emulator``.
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from bridge.realtime.tracks import FRAME_MS, Pcm
+from bridge.audio import FRAME_MS, Pcm
 from bridge.vad import EnergyVad, VadConfig, VadEvent
 
 # While catching up, quiet live frames are kept up to this many in a row (a short gap between

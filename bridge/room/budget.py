@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
-from bridge.config import Settings
-from bridge.cost import Pricer, Spend
+from bridge.billing.cost import Pricer, Spend
 from bridge.metrics import BUDGET_EVENTS
+from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from livekit import api, rtc
 
-from bridge.config import Settings
+from bridge.settings.config import Settings
 
 STATE_ATTRIBUTE = "lk.agent.state"
 NAME_ATTRIBUTE = "lk.agent.name"

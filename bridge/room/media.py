@@ -20,16 +20,12 @@ import av
 import numpy as np
 from livekit import rtc
 
-from bridge.config import Settings
+from bridge.audio import SAMPLE_RATE
 from bridge.metrics import AUDIO_FRAMES_DROPPED
 from bridge.realtime import tracks
-from bridge.realtime.tracks import (
-    SAMPLE_RATE,
-    AudioReceiver,
-    PcmAudioTrack,
-    VideoFrameTrack,
-)
+from bridge.realtime.tracks import AudioReceiver, PcmAudioTrack, VideoFrameTrack
 from bridge.room.backlog import Backlog
+from bridge.settings.config import Settings
 from bridge.vad import VadConfig
 
 logger = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import time
 from collections import deque
 from typing import Protocol
 
-from bridge.config import Settings
 from bridge.room.conversation import RECORD_LINES, Line
+from bridge.settings.config import Settings
 
 MEETING = "meeting"
 

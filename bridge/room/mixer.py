@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from livekit import rtc
 
-from bridge.config import Settings
+from bridge.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from bridge.metrics import AUDIO_FRAMES_DROPPED
-from bridge.realtime.tracks import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, PcmAudioTrack
+from bridge.realtime.tracks import PcmAudioTrack
 from bridge.room.backlog import Backlog
+from bridge.settings.config import Settings
 from bridge.vad import VadConfig
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from livekit import rtc
 
 from bridge.aio import Closer, TaskSet, cancel_and_wait
-from bridge.config import Settings
 from bridge.metrics import (
     CALL_SETUP_SECONDS,
     SESSIONS_ACTIVE,
@@ -54,6 +53,7 @@ from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
 from bridge.room.tools.runner import ToolRunner, played_out
 from bridge.room.transcripts import Transcripts
+from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ from typing import TypeVar
 
 from livekit import rtc
 
-from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.realtime import RealtimeClosedError
 from bridge.realtime import events as ev
 from bridge.room.agent_state import AttributeWriter
@@ -37,6 +36,7 @@ from bridge.room.mixer import MixedMicrophones
 from bridge.room.session import ParticipantSession, UsageTotals
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
+from bridge.settings.config import SessionOverrides, Settings, apply_overrides
 
 # Key of the shared session among a worker's sessions and in the agent's attributes.
 SHARED = "*"

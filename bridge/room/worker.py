@@ -22,7 +22,6 @@ from typing import Any
 from livekit import rtc
 
 from bridge.aio import Closer, TaskSet, cancel_and_wait
-from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.logs import one_line
 from bridge.metrics import ROOMS_ACTIVE
 from bridge.realtime.http import prewarm as prewarm_calls
@@ -37,6 +36,7 @@ from bridge.room.meeting import Meeting
 from bridge.room.session import ParticipantSession, UsageTotals
 from bridge.room.shared import SHARED, SharedSession
 from bridge.room.tools.builtins import WorkerActions
+from bridge.settings.config import SessionOverrides, Settings, apply_overrides
 
 logger = logging.getLogger(__name__)
 

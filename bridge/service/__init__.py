@@ -4,6 +4,7 @@
 ``eligibility`` decide which rooms qualify; ``workers`` runs rooms in child processes;
 ``local_rooms`` runs them in this one.
 
-May import: ``bridge.room``, ``bridge.realtime`` and the shared plumbing.
+May import: ``bridge.room``, ``bridge.realtime``, ``bridge.settings``, ``bridge.billing`` and the
+shared plumbing.
 Never imports ``bridge.local`` or ``bridge.emulator``.
 """

@@ -55,7 +55,6 @@ from livekit.protocol import agent as lkagent
 
 from bridge import __version__
 from bridge.aio import TaskSet, cancel_and_wait
-from bridge.config import SessionOverrides, Settings
 from bridge.metrics import (
     AGENT_OFFER_SECONDS,
     AGENT_OFFERS,
@@ -68,6 +67,7 @@ from bridge.room.identity import NAME_ATTRIBUTE, STATE_ATTRIBUTE, agent_identity
 from bridge.service.dispatch import Dispatcher
 from bridge.service.eligibility import decide, dispatch_overrides, merge_overrides
 from bridge.service.orphan_jobs import watch_orphans
+from bridge.settings.config import SessionOverrides, Settings
 
 logger = logging.getLogger(__name__)
 

@@ -37,13 +37,13 @@ from livekit import api
 from livekit.protocol.webhook import WebhookEvent
 
 from bridge.aio import TaskSet
-from bridge.config import SessionOverrides, Settings
 from bridge.metrics import RECONCILE_RUNS
 from bridge.room.budget import BUDGET_SPENT
 from bridge.room.identity import agent_identity, is_human_kind
 from bridge.room.tools.builtins import LEFT_BY_MODEL
 from bridge.service.eligibility import decide, dispatch_overrides, merge_overrides
 from bridge.service.local_rooms import RoomInfo
+from bridge.settings.config import SessionOverrides, Settings
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.logs import one_line
+from bridge.settings.config import SessionOverrides, Settings, apply_overrides
 
 
 @dataclass(frozen=True)

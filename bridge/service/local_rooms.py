@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.aio import TaskSet
-from bridge.config import SessionOverrides, Settings
 from bridge.room.capacity import SessionBudget
 from bridge.room.worker import RoomWorker
+from bridge.settings.config import SessionOverrides, Settings
 
 logger = logging.getLogger(__name__)
 

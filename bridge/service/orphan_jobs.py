@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import aiohttp
 from livekit import api
 
-from bridge.config import Settings
+from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 

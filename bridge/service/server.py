@@ -30,10 +30,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import ValidationError
 
 from bridge.aio import TaskSet
-from bridge.config import SessionOverrides, Settings, apply_overrides
 from bridge.metrics import WEBHOOKS
 from bridge.service.agent_worker import AgentWorker
 from bridge.service.dispatch import Dispatcher, Outcome, Rooms
+from bridge.settings.config import SessionOverrides, Settings, apply_overrides
 
 logger = logging.getLogger(__name__)
 

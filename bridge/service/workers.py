@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.aio import TaskSet
-from bridge.config import ConfigError, SessionOverrides, Settings, load_settings
 from bridge.processes import stop_process
 from bridge.service.local_rooms import RoomInfo
+from bridge.settings.config import ConfigError, SessionOverrides, Settings, load_settings
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from bridge.config import Settings
-from bridge.ice import rtc_configuration
-from tests.signals import FRAME_SAMPLES, SAMPLE_RATE, tone
+from bridge.realtime.ice import rtc_configuration
+from bridge.settings.config import Settings
+from tests.support.signals import FRAME_SAMPLES, SAMPLE_RATE, tone
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 

@@ -27,17 +27,17 @@ from typing import Any
 
 import httpx
 
-from bridge.config import load_settings
+from bridge.audio import Pcm
 from bridge.logs import setup_logging
 from bridge.metrics import COST_USD
 from bridge.realtime import call as realtime_call
 from bridge.realtime import http as realtime_http
 from bridge.realtime import tracks
 from bridge.realtime.playout import Impairment
-from bridge.realtime.tracks import Pcm
 from bridge.room import session as session_module
 from bridge.room.worker import RoomWorker
-from tests.clicks import OnsetDetector
+from bridge.settings.config import load_settings
+from tests.support.clicks import OnsetDetector
 
 
 def _pct(values: list[float], q: float) -> float | None:

@@ -33,9 +33,9 @@ from livekit import api
 
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from bridge.processes import stop_process
-from tests.emulator_process import EmulatorProcess, emulator_process
-from tests.env import EMULATOR_KEY, LOOPBACK_ENV
-from tests.room_harness import Human
+from tests.support.emulator_process import EmulatorProcess, emulator_process
+from tests.support.env import EMULATOR_KEY, LOOPBACK_ENV
+from tests.support.room_harness import Human
 
 STEADY = "steady"
 

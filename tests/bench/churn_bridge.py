@@ -19,9 +19,9 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
-from bridge.config import load_settings
 from bridge.logs import setup_logging
 from bridge.room.worker import RoomWorker
+from bridge.settings.config import load_settings
 
 
 def proc_status(field: str) -> int:

@@ -44,10 +44,10 @@ from typing import Any
 
 import httpx
 
-from bridge.config import Settings
-from bridge.cost import Pricer, Spend
+from bridge.billing.cost import Pricer, Spend
+from bridge.billing.prices import PRICES_READ
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
-from bridge.prices import PRICES_READ
+from bridge.settings.config import Settings
 from tests.bench.scripted_meeting import (
     ANSWER,
     KEY,
@@ -60,7 +60,7 @@ from tests.bench.scripted_meeting import (
     script,
     transcripts,
 )
-from tests.emulator_process import emulator_process
+from tests.support.emulator_process import emulator_process
 
 TOLERANCE_USD = 1e-6
 ADDRESS_EVERY = 3

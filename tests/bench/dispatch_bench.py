@@ -38,10 +38,10 @@ from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.local.livekit_server import LiveKitServer
 from tests.bench.realtime_bench import _pct
-from tests.dispatch_harness import ServeProcess, listeners, livekit_with_webhooks, serve
-from tests.env import EMULATOR_KEY, test_settings
-from tests.livekit import human_token, room_options
-from tests.room_harness import Human
+from tests.support.dispatch_harness import ServeProcess, listeners, livekit_with_webhooks, serve
+from tests.support.env import EMULATOR_KEY, test_settings
+from tests.support.livekit import human_token, room_options
+from tests.support.room_harness import Human
 
 AGENT = "bench-assistant"
 

@@ -22,15 +22,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bridge.audio import FRAME_MS
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
-from bridge.realtime.tracks import FRAME_MS
 from bridge.room.session import ParticipantSession
 from bridge.room.worker import RoomWorker
 from tests.bench.realtime_bench import _pct
-from tests.env import EMULATOR_KEY, test_settings
-from tests.room_harness import Human, humans
+from tests.support.env import EMULATOR_KEY, test_settings
+from tests.support.room_harness import Human, humans
 
 SPEECH_S = 0.8
 REPEAT_AFTER_S = 4.0

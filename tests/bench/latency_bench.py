@@ -43,11 +43,11 @@ from livekit import rtc
 
 from bridge.local.livekit_server import LiveKitServer
 from tests.bench.realtime_bench import KEY
-from tests.clicks import OnsetDetector, click_frames, match, percentile
-from tests.emulator_process import emulator_process
-from tests.env import LOOPBACK_ENV
-from tests.livekit import human_token, room_options
-from tests.room_harness import Human, TrackAudio
+from tests.support.clicks import OnsetDetector, click_frames, match, percentile
+from tests.support.emulator_process import emulator_process
+from tests.support.env import LOOPBACK_ENV
+from tests.support.livekit import human_token, room_options
+from tests.support.room_harness import Human, TrackAudio
 
 SAMPLE_RATE = 48_000
 FRAME_10MS = SAMPLE_RATE // 100

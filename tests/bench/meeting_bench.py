@@ -36,7 +36,7 @@ from tests.bench.scripted_meeting import (
     joined,
     script,
 )
-from tests.emulator_process import emulator_process
+from tests.support.emulator_process import emulator_process
 
 SPEAK_S = 2.0
 ANSWER_S = 4.5

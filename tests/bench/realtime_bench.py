@@ -23,10 +23,10 @@ from pydantic import SecretStr
 
 from bridge.realtime import RealtimeCall, build_session
 from bridge.realtime.tracks import PcmAudioTrack
-from tests.emulator_process import emulator_process
-from tests.env import test_settings
-from tests.signals import silence, tone
-from tests.speaker import play
+from tests.support.emulator_process import emulator_process
+from tests.support.env import test_settings
+from tests.support.signals import silence, tone
+from tests.support.speaker import play
 
 KEY = "sk-bench-0123456789"
 

@@ -17,8 +17,8 @@ import sys
 import numpy as np
 from livekit import api, rtc
 
-from bridge.config import Settings
 from bridge.room.media import QUIET_FRAMES_BEFORE_SKIP, QUIET_LEVEL
+from bridge.settings.config import Settings
 
 SAMPLE_RATE = 48_000
 

@@ -31,9 +31,9 @@ from typing import Any
 
 from bridge.local.livekit_server import LiveKitServer
 from tests.bench.realtime_bench import KEY, _cpu_seconds, _pct
-from tests.emulator_process import emulator_process
-from tests.env import LOOPBACK_ENV
-from tests.room_harness import Human
+from tests.support.emulator_process import emulator_process
+from tests.support.env import LOOPBACK_ENV
+from tests.support.room_harness import Human
 
 
 def _rss_mb(pid: int) -> float:

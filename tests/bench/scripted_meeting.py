@@ -1,6 +1,6 @@
 """A scripted 3-person meeting for benchmarks: the real bridge (tests/bench/bridge_process.py, a
-process of its own) in a real livekit-server room with SDK humans (tests/room_harness.py) who
-take turns speaking, against the emulator in another process.
+process of its own) in a real livekit-server room with SDK humans
+(tests/support/room_harness.py) who take turns speaking, against the emulator in another process.
 
 A human "says" something by speaking a tone for the turn's length; the emulator's VAD makes it
 one user turn and transcribes it with the next of its scripted ``transcripts`` (one counter per
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.local.livekit_server import LiveKitServer
-from tests.env import LOOPBACK_ENV
-from tests.room_harness import Human
+from tests.support.env import LOOPBACK_ENV
+from tests.support.room_harness import Human
 
 KEY = "sk-bench-0123456789"
 JOIN_ATTEMPTS = 3

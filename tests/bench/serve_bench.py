@@ -42,9 +42,9 @@ from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from tests.bench.realtime_bench import _pct
-from tests.dispatch_harness import ServeProcess, agents_in, serve
-from tests.env import EMULATOR_KEY, test_settings
-from tests.room_harness import Human
+from tests.support.dispatch_harness import ServeProcess, agents_in, serve
+from tests.support.env import EMULATOR_KEY, test_settings
+from tests.support.room_harness import Human
 
 
 @contextlib.asynccontextmanager

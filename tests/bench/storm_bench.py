@@ -24,14 +24,14 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.config import Settings
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from bridge.room.worker import RoomWorker
+from bridge.settings.config import Settings
 from tests.bench.drop_bench import until
-from tests.env import EMULATOR_KEY, test_settings
-from tests.room_harness import humans
+from tests.support.env import EMULATOR_KEY, test_settings
+from tests.support.room_harness import humans
 
 
 def expected_delay(settings: Settings, attempt: int) -> float:

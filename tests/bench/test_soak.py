@@ -12,8 +12,8 @@ import pytest
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
 from bridge.room.worker import RoomWorker
-from tests.conftest import BridgeSettings
-from tests.room_harness import Human, humans
+from tests.support.env import BridgeSettings
+from tests.support.room_harness import Human, humans
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 

@@ -31,15 +31,15 @@ from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from tests.bench.realtime_bench import _pct
-from tests.dispatch_harness import (
+from tests.support.dispatch_harness import (
     ServeProcess,
     agents_in,
     participant_joined,
     serve,
     signed_webhook,
 )
-from tests.env import EMULATOR_KEY, test_settings
-from tests.room_harness import humans
+from tests.support.env import EMULATOR_KEY, test_settings
+from tests.support.room_harness import humans
 
 KINDS = ("valid", "repeated", "forged", "altered", "oversized")
 

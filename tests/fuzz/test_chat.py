@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from livekit import rtc
 from pydantic import SecretStr
 
-from bridge.config import Settings
 from bridge.room.chat import MAX_CHAT_CHARS, read_chat
 from bridge.room.worker import RoomWorker
+from bridge.settings.config import Settings
 from tests.fuzz.strategies import LIVEKIT_SECRET, OPENAI_KEY, hostile_text, no_secret
 
 # How a stream ends: normally, aborted (the SDK raises StreamError with the sender's reason), or

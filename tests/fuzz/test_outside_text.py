@@ -14,10 +14,10 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from bridge.config import ConfigError, Settings, load_settings
 from bridge.realtime.errors import RealtimeProtocolError
 from bridge.realtime.sdp import normalize_answer
 from bridge.service.eligibility import decide, dispatch_overrides
+from bridge.settings.config import ConfigError, Settings, load_settings
 from tests.fuzz.strategies import (
     LIVEKIT_SECRET,
     OPENAI_KEY,

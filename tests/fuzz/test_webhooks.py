@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from livekit import api
 from pydantic import SecretStr
 
-from bridge.config import SessionOverrides, Settings
 from bridge.service.local_rooms import RoomInfo
 from bridge.service.server import BridgeServer
+from bridge.settings.config import SessionOverrides, Settings
 from tests.fuzz.strategies import (
     DISPATCH_TOKEN,
     LIVEKIT_SECRET,

@@ -22,9 +22,9 @@ from livekit import api
 
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
-from tests.dispatch_harness import ServeProcess, agents_in, serve
-from tests.room_harness import Human
-from tests.tcp_proxy import TcpProxy
+from tests.support.dispatch_harness import ServeProcess, agents_in, serve
+from tests.support.room_harness import Human
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(150)
 

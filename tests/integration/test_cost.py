@@ -9,17 +9,17 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.config import Settings
-from bridge.cost import price, response_tokens, transcription_tokens
+from bridge.billing.cost import price, response_tokens, transcription_tokens
+from bridge.billing.prices import price_of
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
-from bridge.prices import price_of
 from bridge.room.identity import NOTICE_ATTRIBUTE
-from tests.conftest import BridgeSettings
-from tests.dispatch_harness import ServeProcess, serve
-from tests.integration.test_dispatch import eventually, metric
-from tests.integration.test_room_worker import call_ready, wait_for, worker
-from tests.room_harness import Human, humans
+from bridge.settings.config import Settings
+from tests.support.dispatch_harness import ServeProcess, serve
+from tests.support.env import BridgeSettings
+from tests.support.room_harness import Human, humans
+from tests.support.room_worker import call_ready, wait_for, worker
+from tests.support.waits import eventually, metric
 
 pytestmark = pytest.mark.timeout(120)
 

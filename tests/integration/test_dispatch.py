@@ -6,18 +6,16 @@ import asyncio
 import functools
 import os
 import signal
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from livekit import api
-from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
-from tests.dispatch_harness import (
+from tests.support.dispatch_harness import (
     ServeProcess,
     agents_in,
     listeners,
@@ -27,7 +25,8 @@ from tests.dispatch_harness import (
     sign,
     signed_webhook,
 )
-from tests.room_harness import Human, humans
+from tests.support.room_harness import Human, humans
+from tests.support.waits import eventually, metric
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,26 +35,9 @@ def room_name(prefix: str = "room") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.2)
-
-
 async def post(serve_: ServeProcess, path: str, **kwargs: object) -> httpx.Response:
     async with httpx.AsyncClient(timeout=10) as client:
         return await client.post(serve_.url + path, **kwargs)  # type: ignore[arg-type]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 async def test_webhook_brings_the_agent_only_to_eligible_rooms(

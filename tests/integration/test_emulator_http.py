@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bridge.emulator.app import EmulatorServer
-from tests.env import EMULATOR_KEY
+from tests.support.env import EMULATOR_KEY
 
 AUTH = {"Authorization": f"Bearer {EMULATOR_KEY}"}
 GOOD_SESSION = {"type": "realtime", "model": "gpt-realtime"}

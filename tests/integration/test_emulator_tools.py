@@ -10,8 +10,8 @@ from pydantic import SecretStr
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions, ToolCallScript
 from bridge.realtime import events as ev
-from tests.env import EMULATOR_KEY
-from tests.integration.test_realtime_call import recorded_call
+from tests.support.calls import recorded_call
+from tests.support.env import EMULATOR_KEY
 
 SECRET = "whsec_" + base64.b64encode(b"e" * 32).decode()
 TOOLS = [

@@ -8,8 +8,8 @@ import numpy as np
 from livekit import rtc
 
 from bridge.local.livekit_server import LiveKitServer
-from tests.livekit import joined
-from tests.signals import FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, rms, tone
+from tests.support.livekit import joined
+from tests.support.signals import FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, rms, tone
 
 TONE_HZ = 440.0
 

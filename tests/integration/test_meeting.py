@@ -16,9 +16,9 @@ from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
 from bridge.room.shared import SHARED, SharedSession
 from bridge.room.worker import RoomWorker
-from tests.conftest import BridgeSettings
-from tests.integration.test_room_worker import call_of, call_ready, room_name, wait_for, worker
-from tests.room_harness import Human
+from tests.support.env import BridgeSettings
+from tests.support.room_harness import Human
+from tests.support.room_worker import call_of, call_ready, room_name, wait_for, worker
 
 pytestmark = pytest.mark.timeout(150)
 

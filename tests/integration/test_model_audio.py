@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from bridge.audio import FRAME_SAMPLES
 from bridge.emulator.app import EmulatorServer
 from bridge.realtime import RealtimeCall, build_session
 from bridge.realtime.playout import Impairment
-from bridge.realtime.tracks import FRAME_SAMPLES, PcmAudioTrack
-from tests.clicks import OnsetDetector, click_frames
-from tests.env import test_settings
-from tests.signals import silence, tone
+from bridge.realtime.tracks import PcmAudioTrack
+from tests.support.clicks import OnsetDetector, click_frames
+from tests.support.env import test_settings
+from tests.support.signals import silence, tone
 
 pytestmark = pytest.mark.timeout(60)
 

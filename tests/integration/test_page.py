@@ -27,8 +27,13 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from bridge.aio import TaskSet
 from bridge.local.ports import free_port
 from bridge.processes import stop_process
-from tests.browser import chromium, write_utterance_wav
-from tests.page_files import SCREENSHOT, SCREENSHOT_SOURCES, page_digest, screenshot_is_current
+from tests.support.browser import chromium, write_utterance_wav
+from tests.support.page_files import (
+    SCREENSHOT,
+    SCREENSHOT_SOURCES,
+    page_digest,
+    screenshot_is_current,
+)
 
 pytestmark = pytest.mark.timeout(300)
 

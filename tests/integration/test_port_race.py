@@ -21,9 +21,9 @@ from livekit import api
 from bridge.emulator.app import EmulatorServer
 from bridge.local import ports
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig, PortInUse
-from tests.dispatch_harness import listeners, livekit_with_webhooks, serve
-from tests.emulator_process import emulator_process
-from tests.env import EMULATOR_KEY
+from tests.support.dispatch_harness import listeners, livekit_with_webhooks, serve
+from tests.support.emulator_process import emulator_process
+from tests.support.env import EMULATOR_KEY
 
 # Whole local stacks started back to back: a few in `make test`, more on demand.
 STARTS = int(os.environ.get("PORT_RACE_STARTS", "2"))

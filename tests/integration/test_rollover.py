@@ -7,9 +7,9 @@ import pytest
 
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
-from tests.conftest import BridgeSettings
-from tests.integration.test_room_worker import call_of, call_ready, room_name, wait_for, worker
-from tests.room_harness import Transcript, humans
+from tests.support.env import BridgeSettings
+from tests.support.room_harness import Transcript, humans
+from tests.support.room_worker import call_of, call_ready, room_name, wait_for, worker
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -26,11 +26,10 @@ from bridge.local.livekit_server import LiveKitServer
 from bridge.room.shared import SHARED
 from bridge.room.worker import RoomWorker
 from bridge.service.eligibility import decide
-from tests.conftest import BridgeSettings
-from tests.env import EMULATOR_KEY
-from tests.integration.test_room_worker import call_of, call_ready, room_name, wait_for, worker
-from tests.room_harness import humans
-from tests.tool_server import ToolServer
+from tests.support.env import EMULATOR_KEY, BridgeSettings
+from tests.support.room_harness import humans
+from tests.support.room_worker import call_of, call_ready, room_name, wait_for, worker
+from tests.support.tool_server import ToolServer
 
 pytestmark = pytest.mark.timeout(90)
 # The short tests' own bound (they take ~5 s): a hang ends at the await that hung, with its

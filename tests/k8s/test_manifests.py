@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from bridge.cli import _parser
-from bridge.config import DEFAULT_CONFIG_PATH, Settings, env_name, load_settings
 from bridge.service.server import HEALTH_PATH, METRICS_PATH, READY_PATH
 from bridge.service.workers import STOP_TIMEOUT
+from bridge.settings.config import DEFAULT_CONFIG_PATH, Settings, env_name, load_settings
 from tests.k8s.tools import K8S, KUSTOMIZE, OVERLAYS, REPO, ensure, render
 
 Obj = dict[str, Any]

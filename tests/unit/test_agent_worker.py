@@ -14,12 +14,12 @@ from livekit.protocol import agent as lkagent
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from bridge.config import SessionOverrides, Settings
 from bridge.service import agent_worker
 from bridge.service.agent_worker import AgentWorker, agent_socket_url, job_outcome
 from bridge.service.dispatch import Dispatcher
 from bridge.service.local_rooms import RoomInfo
-from tests.unit.test_dispatcher import FakeRooms
+from bridge.settings.config import SessionOverrides, Settings
+from tests.support.fakes import FakeRooms
 
 
 @pytest_asyncio.fixture

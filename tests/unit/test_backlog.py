@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.realtime.tracks import FRAME_SAMPLES, Pcm
+from bridge.audio import FRAME_SAMPLES, Pcm
 from bridge.room.backlog import KEEP_QUIET_FRAMES, Backlog
 from bridge.vad import VadConfig
 

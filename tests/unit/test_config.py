@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bridge.config import (
+from bridge.realtime.errors import redact
+from bridge.settings.config import (
     ConfigError,
     SessionOverrides,
     Settings,
@@ -17,8 +18,7 @@ from bridge.config import (
     env_name,
     load_settings,
 )
-from bridge.realtime.errors import redact
-from bridge.settings_doc import render_markdown, render_toml
+from bridge.settings.doc import render_markdown, render_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,7 +118,7 @@ def test_shipped_toml_is_the_defaults() -> None:
 
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert render_markdown() in readme, "regenerate: python -m bridge.settings_doc markdown"
+    assert render_markdown() in readme, "regenerate: python -m bridge.settings.doc markdown"
     for name in Settings.model_fields:
         assert f"`{env_name(name)}`" in readme
 

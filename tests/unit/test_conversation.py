@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from bridge.config import ConfigError, SessionOverrides, apply_overrides, load_settings
 from bridge.realtime import events as ev
 from bridge.room.conversation import ConversationState, Line
 from bridge.room.meeting import Meeting
-from tests.env import test_settings
+from bridge.settings.config import ConfigError, SessionOverrides, apply_overrides, load_settings
+from tests.support.env import test_settings
 
 
 class Call:

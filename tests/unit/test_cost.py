@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, SessionOverrides, Settings, apply_overrides, load_settings
-from bridge.cost import Pricer, Spend, price, response_tokens, transcription_tokens
-from bridge.prices import ModelPrice, price_of
+from bridge.billing.cost import Pricer, Spend, price, response_tokens, transcription_tokens
+from bridge.billing.prices import ModelPrice, price_of
 from bridge.room.budget import BudgetState, RoomCost, notice
+from bridge.settings.config import (
+    ConfigError,
+    SessionOverrides,
+    Settings,
+    apply_overrides,
+    load_settings,
+)
 
 # A response.done usage as the service sends it: cached tokens are part of the input.
 RESPONSE_USAGE = {

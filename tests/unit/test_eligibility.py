@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bridge.config import Settings
 from bridge.service.eligibility import decide
+from bridge.settings.config import Settings
 
 
 def meta(value: Any) -> str:

@@ -7,7 +7,6 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.config import Settings
 from bridge.emulator.schema import CLIENT_EVENTS, check_client_event, check_session
 from bridge.realtime import build_session
 from bridge.realtime.events import (
@@ -27,6 +26,7 @@ from bridge.realtime.events import (
     parse_server_event,
 )
 from bridge.realtime.http import error_from_response
+from bridge.settings.config import Settings
 
 
 def test_extra_fields_pass_through() -> None:

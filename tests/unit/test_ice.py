@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiortc import RTCPeerConnection
 from pydantic import SecretStr
 
-from bridge.config import Settings
-from bridge.ice import rtc_configuration, use_host_addresses
+from bridge.realtime.ice import rtc_configuration, use_host_addresses
+from bridge.settings.config import Settings
 
 
 async def test_loopback_candidates_only() -> None:

@@ -14,26 +14,39 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "bridge"
-SIDES = ("room", "service", "local", "realtime", "emulator")
+SIDES = ("room", "service", "local", "realtime", "emulator", "settings", "billing")
 # The entry points wire the sides together: they may import every side, and no side (nor the
 # plumbing) may import them, or a room module could reach the service through ``bridge.commands``.
 ENTRY_POINTS = {"cli", "commands", "__main__"}
-# Who may import which side of the package; "plumbing" is a module at bridge's top level.
+# Who may import which side of the package; "plumbing" is a module at bridge's top level. The
+# sides are layers, each importing only those below it: plumbing <- billing <- settings <-
+# realtime <- emulator, room <- service <- local <- entry points. No exceptions.
 ALLOWED: dict[str, set[str]] = {
-    "realtime": {"realtime", "plumbing"},
-    "emulator": {"emulator", "realtime", "plumbing"},
-    "room": {"room", "realtime", "plumbing"},
-    "service": {"service", "room", "realtime", "plumbing"},
-    "local": {"local", "service", "room", "realtime", "emulator", "plumbing"},
-    "plumbing": {"plumbing", "realtime"},
+    "plumbing": {"plumbing"},
+    "billing": {"billing", "plumbing"},
+    "settings": {"settings", "billing", "plumbing"},
+    "realtime": {"realtime", "settings", "billing", "plumbing"},
+    "emulator": {"emulator", "realtime", "settings", "billing", "plumbing"},
+    "room": {"room", "realtime", "settings", "billing", "plumbing"},
+    "service": {"service", "room", "realtime", "settings", "billing", "plumbing"},
+    "local": {
+        "local",
+        "service",
+        "room",
+        "realtime",
+        "emulator",
+        "settings",
+        "billing",
+        "plumbing",
+    },
     "entry": {"entry", *SIDES, "plumbing"},
 }
 # LiveKit types stay on the room side of the bridge (and in the local stack and service).
-NO_LIVEKIT = {"realtime", "emulator"}
+NO_LIVEKIT = {"realtime", "emulator", "settings", "billing", "plumbing"}
 
 
 def side_of(module: str) -> str | None:
-    """``bridge.room.session`` -> ``room``; ``bridge.config`` -> ``plumbing``;
+    """``bridge.room.session`` -> ``room``; ``bridge.settings.config`` -> ``plumbing``;
     ``bridge.commands`` -> ``entry``."""
     parts = module.split(".")
     if parts[0] != "bridge":
@@ -89,6 +102,11 @@ def test_imports_follow_the_layout(module: str, path: Path) -> None:
     assert not broken, "\n".join(broken)
 
 
+def test_the_top_level_holds_at_most_ten_modules() -> None:
+    top = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(top) <= 10, f"bridge/ has {len(top)} modules at its top level: {top}"
+
+
 def test_every_side_is_a_documented_package() -> None:
     for side in SIDES:
         init = PACKAGE / side / "__init__.py"
@@ -99,13 +117,13 @@ def test_every_side_is_a_documented_package() -> None:
 def test_the_rule_checker_sees_lazy_and_package_imports(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text(
-        "from bridge import config\n"
+        "from bridge import logs\n"
         "def f() -> None:\n"
         "    from bridge.service.server import BridgeServer\n"
         "    import livekit.rtc\n"
     )
     names = [name for _, name in imports_of(source)]
-    assert names == ["bridge.config", "bridge.service.server", "livekit.rtc"]
+    assert names == ["bridge.logs", "bridge.service.server", "livekit.rtc"]
     assert [side_of(n) for n in names] == ["plumbing", "service", None]
 
 
@@ -113,7 +131,7 @@ def test_the_rule_checker_flags_a_room_module_importing_the_service(tmp_path: Pa
     source = tmp_path / "leak.py"
     source.write_text(
         "from __future__ import annotations\n"
-        "from bridge.config import Settings\n"
+        "from bridge.settings.config import Settings\n"
         "from bridge.realtime.call import RealtimeCall\n"
         "def f() -> None:\n"
         "    from bridge.service.server import BridgeServer\n"
@@ -126,7 +144,7 @@ def test_the_rule_checker_flags_a_room_module_importing_the_service(tmp_path: Pa
 
 
 @pytest.mark.parametrize("entry", ["bridge.commands", "bridge.cli", "bridge.__main__"])
-@pytest.mark.parametrize("side", ["room", "service", "local", "realtime", "emulator", "plumbing"])
+@pytest.mark.parametrize("side", [*SIDES, "plumbing"])
 def test_no_side_may_import_the_entry_points(tmp_path: Path, side: str, entry: str) -> None:
     source = tmp_path / "m.py"
     source.write_text(f"import {entry}\n")

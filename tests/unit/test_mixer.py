@@ -12,7 +12,7 @@ from typing import cast
 from livekit import rtc
 
 from bridge.room.mixer import SLACK_SECONDS, MixedMicrophones, _Mic
-from tests.env import test_settings
+from tests.support.env import test_settings
 
 T0 = time.monotonic() - 60  # wall clock of the first frame (a minute ago)
 FRAME_S = 0.02

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from livekit import api
 from pydantic import SecretStr
 
-from bridge.config import Settings
 from bridge.service.orphan_jobs import watch_orphans
+from bridge.settings.config import Settings
 
 
 @dataclass(frozen=True)

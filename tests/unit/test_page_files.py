@@ -8,7 +8,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from tests.page_files import screenshot_is_current
+from tests.support.page_files import screenshot_is_current
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "bridge" / "local" / "page_src"

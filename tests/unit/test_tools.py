@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from bridge.aio import TaskSet
-from bridge.config import ConfigError, SessionOverrides, Settings, apply_overrides, load_settings
 from bridge.emulator.schema import check_session
 from bridge.realtime import RealtimeCall, build_session
 from bridge.realtime import events as ev
@@ -29,6 +28,13 @@ from bridge.room.tools.rpc import MAX_RPC_PAYLOAD, call_rpc
 from bridge.room.tools.runner import ToolRunner
 from bridge.room.tools.signing import Signer
 from bridge.service.eligibility import decide
+from bridge.settings.config import (
+    ConfigError,
+    SessionOverrides,
+    Settings,
+    apply_overrides,
+    load_settings,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 ORDER = {

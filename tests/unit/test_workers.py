@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from bridge.config import Settings
 from bridge.service.local_rooms import RoomInfo
 from bridge.service.workers import WorkerPool, _Worker, split_budget
+from bridge.settings.config import Settings
 
 
 def test_budget_split() -> None:

@@ -1,4 +1,4 @@
-"""Tools the model may call: operators declare them in the settings (``bridge.tool_settings``),
+"""Tools the model may call: operators declare them in the settings (``bridge.settings.tools``),
 one ``ToolRunner`` per session runs them.
 
 ``registry`` (the declared tools, argument validation), ``outcome`` (what the model is told),

@@ -12,7 +12,7 @@ from typing import Protocol
 from livekit import api
 
 from bridge.aio import TaskSet
-from bridge.config import Settings
+from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 

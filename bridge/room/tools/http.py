@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from bridge.config import Settings
 from bridge.room.tools.outcome import ToolFailure
 from bridge.room.tools.signing import Signer
-from bridge.tool_settings import ToolSpec
+from bridge.settings.config import Settings
+from bridge.settings.tools import ToolSpec
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.config import Settings
 from bridge.room.tools.outcome import ToolFailure
-from bridge.tool_settings import ToolSpec
+from bridge.settings.config import Settings
+from bridge.settings.tools import ToolSpec
 
 
 class Toolbox:

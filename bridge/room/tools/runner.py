@@ -33,7 +33,6 @@ from typing import Any
 from livekit import rtc
 
 from bridge.aio import TaskSet, cancel_and_wait
-from bridge.config import Settings
 from bridge.metrics import TOOL_CALLS, TOOL_SECONDS
 from bridge.realtime import RealtimeCall, RealtimeClosedError
 from bridge.realtime import events as ev
@@ -43,6 +42,7 @@ from bridge.room.tools.http import Caller, HttpTools
 from bridge.room.tools.outcome import Result, ToolFailure
 from bridge.room.tools.registry import Toolbox
 from bridge.room.tools.rpc import call_rpc
+from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 

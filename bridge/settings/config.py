@@ -39,8 +39,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from bridge.prices import ModelPrice, merge_prices
-from bridge.tool_settings import McpServer, ToolSpec, check_secret, check_tools
+from bridge.billing.prices import ModelPrice, merge_prices
+from bridge.settings.tools import McpServer, ToolSpec, check_secret, check_tools
 
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
 

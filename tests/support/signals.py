@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE
 from bridge.emulator.voice import tone as bridge_tone
-from bridge.realtime.tracks import FRAME_SAMPLES, SAMPLE_RATE
 
 __all__ = ["FRAME_SAMPLES", "SAMPLE_RATE", "dominant_frequency", "frames", "rms", "silence", "tone"]
 

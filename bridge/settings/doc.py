@@ -1,7 +1,7 @@
 """Render the settings as the README's Markdown table or as annotated TOML.
 
-``python -m bridge.settings_doc markdown`` / ``python -m bridge.settings_doc toml``; a unit test
-keeps README.md and config/bridge.toml in step with ``bridge.config.Settings``.
+``python -m bridge.settings.doc markdown`` / ``python -m bridge.settings.doc toml``; a unit test
+keeps README.md and config/bridge.toml in step with ``bridge.settings.config.Settings``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.config import TABLE_SETTINGS, Settings, env_name
-from bridge.prices import DEFAULT_PRICES, PRICES_READ
+from bridge.billing.prices import DEFAULT_PRICES, PRICES_READ
+from bridge.settings.config import TABLE_SETTINGS, Settings, env_name
 
 SECTIONS = {
     "livekit_url": "LiveKit",
@@ -71,7 +71,7 @@ def render_toml() -> str:
         "# Every key can also be set in the environment (BRIDGE_<KEY>, or LIVEKIT_URL,",
         "# LIVEKIT_API_KEY, LIVEKIT_API_SECRET, OPENAI_API_KEY, OPENAI_BASE_URL); the",
         "# environment wins. Keep secrets in the environment, not in this file.",
-        "# Regenerate with: python -m bridge.settings_doc toml > config/bridge.toml",
+        "# Regenerate with: python -m bridge.settings.doc toml > config/bridge.toml",
     ]
     for name, field in Settings.model_fields.items():
         if name in SECTIONS:
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
     elif argv == ["toml"]:
         sys.stdout.write(render_toml())
     else:
-        print("usage: python -m bridge.settings_doc markdown|toml", file=sys.stderr)
+        print("usage: python -m bridge.settings.doc markdown|toml", file=sys.stderr)
         return 2
     return 0
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from tests.env import LOOPBACK_ENV
+from tests.support.env import LOOPBACK_ENV
 
 
 @dataclass(frozen=True)

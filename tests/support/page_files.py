@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE_DIR = ROOT / "bridge" / "local" / "page"
 SCREENSHOT = ROOT / "tests" / "screenshots" / "page.png"
 SCREENSHOT_SOURCES = ROOT / "tests" / "screenshots" / "page.png.sources"

@@ -3,8 +3,8 @@
 The Realtime API reports ``response.done.response.usage`` (cached tokens are *part of* the input
 tokens, detailed by kind in ``input_token_details.cached_tokens_details``) and, separately,
 ``conversation.item.input_audio_transcription.completed.usage`` (tokens, or seconds for
-whisper-1). Each is split into the price table's kinds (``bridge.prices.KINDS``), so a cached
-token is priced once, as cached. A model or kind with no price makes the cost unknown (logged
+whisper-1). Each is split into the price table's kinds (``bridge.billing.prices.KINDS``), so a
+cached token is priced once, as cached. A model or kind with no price makes the cost unknown (logged
 once per model), never zero.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.billing.prices import KINDS, ModelPrice, price_of
 from bridge.metrics import COST_USD, TOKENS
-from bridge.prices import KINDS, ModelPrice, price_of
 
 logger = logging.getLogger(__name__)
 

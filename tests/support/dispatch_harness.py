@@ -25,7 +25,7 @@ from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from bridge.local.ports import loopback_listener
 from bridge.processes import stop_process
-from tests.env import EMULATOR_KEY, LOOPBACK_ENV
+from tests.support.env import EMULATOR_KEY, LOOPBACK_ENV
 
 
 class ServeProcess:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
-from bridge.config import Settings
+from bridge.settings.config import Settings
 
 _aioice_lookup = aioice.ice.get_host_addresses
 _host_addresses: tuple[str, ...] = ()

@@ -1,16 +1,17 @@
 """Settings for tests: every aiortc peer offers loopback host candidates only and no ICE server.
 
-This is the one way tests configure ICE (see bridge/ice.py): ``BRIDGE_ICE_HOST_ADDRESSES`` for
-subprocesses, ``test_settings()`` in-process.
+This is the one way tests configure ICE (see bridge/realtime/ice.py):
+``BRIDGE_ICE_HOST_ADDRESSES`` for subprocesses, ``test_settings()`` in-process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.config import Settings
+from bridge.settings.config import Settings
 
 EMULATOR_KEY = "sk-emulator-test-key-0123456789"
 LOOPBACK_ENV = {"BRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1", "BRIDGE_ICE_SERVERS": "[]"}
@@ -30,3 +31,7 @@ def test_settings(**overrides: Any) -> Settings:
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+# The ``bridge_settings`` fixture's type: settings pointing at the test stack, with overrides.
+BridgeSettings = Callable[..., Settings]

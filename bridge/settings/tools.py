@@ -1,8 +1,9 @@
 """Declared tools: ``[[tools]]`` and ``[[mcp_servers]]`` in the settings.
 
 Only operators declare tools (TOML or ``BRIDGE_TOOLS`` / ``BRIDGE_MCP_SERVERS`` as JSON lists);
-room metadata may only select among them by name (see ``bridge.config.apply_overrides``), so
-nothing a room creator writes can make the bridge call an address.
+room metadata may only select among them by name (see
+``bridge.settings.config.apply_overrides``), so nothing a room creator writes can make the
+bridge call an address.
 
 Each tool has exactly one target: ``url`` (an HTTP endpoint we POST to, signed), ``rpc`` (a
 LiveKit RPC method on the human's own app) or ``builtin`` (``end_call`` / ``leave_room``).

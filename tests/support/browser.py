@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from bridge.realtime.tracks import SAMPLE_RATE
+from bridge.audio import SAMPLE_RATE
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 

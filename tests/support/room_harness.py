@@ -14,9 +14,9 @@ import numpy as np
 from livekit import api, rtc
 
 from bridge.local.livekit_server import LiveKitServer
-from tests.livekit import human_token, room_options
-from tests.signals import FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, rms, silence, tone
-from tests.speaker import play
+from tests.support.livekit import human_token, room_options
+from tests.support.signals import FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, rms, silence, tone
+from tests.support.speaker import play
 
 LOUD = 1000.0
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from tests.signals import SAMPLE_RATE, tone
+from tests.support.signals import SAMPLE_RATE, tone
 
 # A click: 60 ms of 1 kHz at half scale (1 ms... 10 ms fades): long enough that no noise
 # suppressor or DTX on the way takes it for a transient, with an onset sharp to a millisecond.

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import numpy.typing as npt
 
-from tests.signals import frames
+from tests.support.signals import frames
 
 Sink = Callable[[npt.NDArray[np.int16]], Awaitable[None] | None]
 
