@@ -230,6 +230,7 @@ function wireRoom(current, transcript) {
   const refresh = () => {
     renderAgent(room, info);
     renderPeople(room);
+    transcript.relabel();
   };
   room
     .on(RoomEvent.ParticipantConnected, (participant) => {

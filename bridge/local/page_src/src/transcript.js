@@ -76,6 +76,17 @@ export class Transcript {
     return line;
   }
 
+  // A line can arrive before its speaker's participant info does (a chat message or a transcript
+  // sent as someone joins): it is labelled with the identity then, and relabelled here when the
+  // name (or the agent's attributes) arrive.
+  relabel() {
+    for (const line of this.lines.values()) {
+      const speaker = line.dataset.speaker;
+      line.querySelector('.speaker').textContent = this.nameOf(speaker);
+      if (this.isAgent(speaker)) line.classList.replace('human', 'agent');
+    }
+  }
+
   setText(line, text, final) {
     line.querySelector('.text').textContent = text;
     if (line.dataset.final !== 'true') line.dataset.final = String(final);
