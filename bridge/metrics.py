@@ -20,6 +20,11 @@ CALL_SETUP_SECONDS = Histogram(
     "Offer to session.created.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
 )
+CHAT_TEXTS_DROPPED = Counter(
+    "bridge_chat_texts_dropped_total",
+    "Chat texts dropped unanswered: more arrived while a session had no model call up than it "
+    "keeps for the next call (20).",
+)
 TOKENS = Counter("bridge_tokens_total", "Model tokens used, by kind.", ["kind"])
 AUDIO_FRAMES_DROPPED = Counter(
     "bridge_audio_frames_dropped_total",

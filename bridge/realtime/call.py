@@ -17,7 +17,6 @@ started is cancelled and awaited.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -57,6 +56,7 @@ from bridge.realtime.events import (
     parse_server_event,
 )
 from bridge.realtime.ice import rtc_configuration
+from bridge.realtime.instruments import FrameProbe
 from bridge.realtime.playout import AudioPlayout, Impairment, RtpTap
 from bridge.realtime.sdp import normalize_answer
 from bridge.realtime.tracks import AudioReceiver
@@ -65,7 +65,9 @@ from bridge.settings.config import Settings
 logger = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "oai-events"
-# Events buffered for a slow consumer before the oldest are dropped (and logged).
+# Server events buffered for a slow consumer. Past this the call ends (see ``_push``): events
+# are control, not media, and skipping one (a ``response.done``) would corrupt the consumer's
+# view of the conversation.
 EVENT_QUEUE_SIZE = 1000
 
 
@@ -74,12 +76,6 @@ class CallState(Enum):
     CONNECTING = "connecting"
     ACTIVE = "active"
     CLOSED = "closed"
-
-
-# The latency benchmark's impaired mode and its "before" figures set these in the bridge's process;
-# nothing else does.
-default_impairment: Impairment | None = None
-use_playout = True
 
 
 class RealtimeCall:
@@ -96,6 +92,8 @@ class RealtimeCall:
         api_key: SecretStr | None = None,
         log_extra: dict[str, str] | None = None,
         impairment: Impairment | None = None,
+        probe: FrameProbe | None = None,
+        event_queue_size: int = EVENT_QUEUE_SIZE,
     ) -> None:
         self._settings = settings
         self._session = session
@@ -109,19 +107,23 @@ class RealtimeCall:
         self._pc: RTCPeerConnection | None = None
         self._channel: RTCDataChannel | None = None
         self._client: httpx.AsyncClient | None = None
-        self._events: asyncio.Queue[ServerEvent | None] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        # Unbounded as a queue, bounded by ``_push``: the end (None) always fits behind it.
+        self._events: asyncio.Queue[ServerEvent | None] = asyncio.Queue()
+        self._max_events = event_queue_size
         self._channel_open = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._closed = asyncio.Event()
         self._receiver: AudioReceiver | None = None
         self._tap: RtpTap | None = None
         self._playout: AudioPlayout | None = None
-        self._impairment = impairment or default_impairment
+        self._impairment = impairment  # both a benchmark's (bridge/realtime/instruments.py)
+        self._probe = probe
         self._remote_audio: MediaStreamTrack | None = None
         self.call_id: str | None = None
         self.session: dict[str, Any] = {}
         self.closed_reason: str | None = None
-        self.dropped_events = 0
+        self.dropped_events = 0  # arrived after the call ended (by an overflow or otherwise)
+        self._ended_events = False
         self.connect_seconds: float | None = None
 
     def __repr__(self) -> str:
@@ -194,11 +196,10 @@ class RealtimeCall:
         channel.on("close", lambda: self._on_closed("data channel closed"))
 
         audio = pc.addTransceiver(self._audio or "audio", direction="sendrecv")
-        if use_playout:
-            # The model's audio goes from RTP straight into our queue (see playout.py).
-            self._receiver = AudioReceiver(None)
-            self._playout = AudioPlayout(self._receiver.feed)
-            self._tap = RtpTap(audio.receiver, self._playout.add, self._impairment)
+        # The model's audio goes from RTP straight into our queue (see playout.py).
+        self._receiver = AudioReceiver(None, probe=self._probe)
+        self._playout = AudioPlayout(self._receiver.feed)
+        self._tap = RtpTap(audio.receiver, self._playout.add, self._impairment)
         audio.setCodecPreferences(
             [
                 c
@@ -307,14 +308,19 @@ class RealtimeCall:
             await self._pc.close()
         if self._client is not None:
             await self._client.aclose()
-        self._push(None)
+        self._end_events()
 
     # ---- events ------------------------------------------------------------------------------
 
     def send(self, event: ClientEvent | dict[str, Any]) -> None:
         """Send one client event on ``oai-events``."""
         channel = self._channel
-        if self._state is not CallState.ACTIVE or channel is None or channel.readyState != "open":
+        if (
+            self._state is not CallState.ACTIVE
+            or self._closed.is_set()
+            or channel is None
+            or channel.readyState != "open"
+        ):
             raise RealtimeClosedError(self.closed_reason or self._state.value)
         if isinstance(event, BaseModel):
             text = event.to_json() if isinstance(event, ClientEvent) else event.model_dump_json()
@@ -332,8 +338,7 @@ class RealtimeCall:
         ``asyncio.wait_for``): no event is lost."""
         event = await self._events.get()
         if event is None:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._events.put_nowait(None)  # later readers see the end too
+            self._events.put_nowait(None)  # later readers see the end too
         return event
 
     def update_session(self, **session: Any) -> None:
@@ -363,20 +368,31 @@ class RealtimeCall:
             )
         self._push(event)
 
-    def _push(self, event: ServerEvent | None) -> None:
-        """Queue an event (None: the end); when full, the oldest event makes room."""
-        if self._events.full():
-            self._events.get_nowait()
+    def _push(self, event: ServerEvent) -> None:
+        """Queue a server event for the consumer. A consumer so far behind that the queue is
+        full ends the call: dropping an event would leave it with a wrong picture (a lost
+        ``response.done`` is an answer that never ends), and a new call starts clean. The
+        events already queued are still delivered, then the end."""
+        if self._closed.is_set():
+            self.dropped_events += 1  # the call is over; its end is queued already
+            return
+        if self._events.qsize() >= self._max_events:
             self.dropped_events += 1
-            logger.error("event queue full; oldest event dropped", extra=self._extra)
+            self._on_closed(f"model events overflowed: {self._max_events} unread")
+            return
         self._events.put_nowait(event)
+
+    def _end_events(self) -> None:
+        """The consumer's end of events (once)."""
+        if not self._ended_events:
+            self._ended_events = True
+            self._events.put_nowait(None)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio" or self._remote_audio is not None:
             return
         self._remote_audio = track
-        if self._receiver is None:
-            self._receiver = AudioReceiver(None)
+        assert self._receiver is not None  # made with the transceiver, before any track
         self._receiver.track = track
         self._tasks.create_task(self._receiver.run(), name="audio-receive")
 
@@ -392,5 +408,4 @@ class RealtimeCall:
             self.closed_reason = reason
             logger.info("realtime call ended: %s", reason, extra=self._extra)
         self._closed.set()
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(None)
+        self._end_events()

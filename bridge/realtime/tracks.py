@@ -13,7 +13,7 @@ import fractions
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import av
@@ -22,6 +22,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from bridge.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Pcm
+from bridge.realtime.instruments import FrameProbe
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +33,6 @@ _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
 OPUS_BITRATE = 32_000
-
-# Measurement hook: when set (by the latency benchmark's bridge process, nothing else), called
-# with (point, samples, perf_counter when the frame was there) at each boundary of the bridge:
-# "uplink_in", "uplink_out", "downlink_in", "downlink_out".
-FrameProbe = Callable[[str, "Pcm", float], None]
-probe: FrameProbe | None = None
 
 
 class MonoOpusEncoder:
@@ -90,8 +85,14 @@ class PcmAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, max_queued_frames: int = 10, residence: deque[float] | None = None) -> None:
+    def __init__(
+        self,
+        max_queued_frames: int = 10,
+        residence: deque[float] | None = None,
+        probe: FrameProbe | None = None,
+    ) -> None:
         super().__init__()
+        self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
         self._queue: deque[tuple[Pcm, float]] = deque(maxlen=max_queued_frames)
         self._ready = asyncio.Event()
         self._pts = 0
@@ -139,8 +140,8 @@ class PcmAudioTrack(MediaStreamTrack):
             pcm, pushed = self._queue.popleft()
             now_pc = time.perf_counter()
             self.residence.append(now_pc - pushed)
-            if probe is not None:
-                probe("uplink_out", pcm, now_pc)
+            if self._probe is not None:
+                self._probe("uplink_out", pcm, now_pc)
         else:
             pcm = _SILENCE
         self._deadline = max(self._deadline + FRAME_SECONDS, loop.time() - FRAME_SECONDS)
@@ -211,15 +212,22 @@ def to_mono(frame: av.AudioFrame) -> Pcm:
 
 
 class AudioReceiver:
-    """Reads a remote audio track into a bounded queue of mono PCM frames.
+    """The model's voice as a bounded queue of mono PCM frames, fed by our RTP playout
+    (``feed``, see playout.py). Consumers iterate ``frames()``. When the consumer is slow the
+    oldest frames are dropped and counted, so a stalled room never makes audio pile up.
 
-    ``run()`` is the loop; its owner runs it as a task and cancels it. Consumers iterate
-    ``frames()``. When the consumer is slow the oldest frames are dropped and counted, so a
-    stalled room never makes audio pile up.
+    ``run()`` watches the remote track only for the end of the stream (its frames come through
+    the playout, never through aiortc's decoder); its owner runs it as a task and cancels it.
     """
 
-    def __init__(self, track: MediaStreamTrack | None, max_queued_frames: int = 50) -> None:
+    def __init__(
+        self,
+        track: MediaStreamTrack | None,
+        max_queued_frames: int = 50,
+        probe: FrameProbe | None = None,
+    ) -> None:
         self.track = track
+        self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
         # (samples, perf_counter() when decoded) or None at the end of the stream
         self._queue: asyncio.Queue[tuple[Pcm, float] | None] = asyncio.Queue(
             maxsize=max_queued_frames
@@ -228,24 +236,15 @@ class AudioReceiver:
         self._ended = False
 
     async def run(self) -> None:
-        """Read the track until it ends. With the RTP playout tapped in, frames arrive
-        through ``feed`` and the track only reports the end of the stream."""
+        """Until the track ends; then the consumer sees the end."""
         track = self.track
         if track is None:
             raise RuntimeError("AudioReceiver.run needs a track")
         try:
             while True:
-                try:
-                    frame = await track.recv()
-                except MediaStreamError:
-                    return
-                if not isinstance(frame, av.AudioFrame):
-                    continue
-                pcm = to_mono(frame)
-                if self._queue.full():
-                    self._queue.get_nowait()
-                    self.dropped_frames += 1
-                self._queue.put_nowait((pcm, time.perf_counter()))
+                await track.recv()  # nothing with the playout tapped in: it only ends
+        except MediaStreamError:
+            return
         finally:
             self.end()
 
@@ -262,8 +261,8 @@ class AudioReceiver:
         """A frame from our own RTP playout (see playout.py), queued like a decoded one."""
         if self._ended:
             return
-        if probe is not None:
-            probe("downlink_in", pcm, decoded_at)
+        if self._probe is not None:
+            self._probe("downlink_in", pcm, decoded_at)
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped_frames += 1

@@ -22,7 +22,7 @@ from livekit import rtc
 
 from bridge.audio import SAMPLE_RATE
 from bridge.metrics import AUDIO_FRAMES_DROPPED
-from bridge.realtime import tracks
+from bridge.realtime.instruments import FrameProbe
 from bridge.realtime.tracks import AudioReceiver, PcmAudioTrack, VideoFrameTrack
 from bridge.room.backlog import Backlog
 from bridge.settings.config import Settings
@@ -50,8 +50,11 @@ class MicrophonePump:
     """The human's microphone into the current call. With no call attached (the session is idle)
     it listens for speech and sets ``woke``."""
 
-    def __init__(self, track: rtc.Track, settings: Settings) -> None:
+    def __init__(
+        self, track: rtc.Track, settings: Settings, probe: FrameProbe | None = None
+    ) -> None:
         self._track = track
+        self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
         self._sink: PcmAudioTrack | None = None
         # What is said while no call is up, for the next call (bridge/room/backlog.py).
         self.backlog = Backlog(
@@ -81,8 +84,8 @@ class MicrophonePump:
         try:
             async for event in stream:
                 pcm = np.frombuffer(event.frame.data, dtype=np.int16)
-                if tracks.probe is not None:
-                    tracks.probe("uplink_in", pcm, time.perf_counter())
+                if self._probe is not None:
+                    self._probe("uplink_in", pcm, time.perf_counter())
                 sink = self._sink
                 if sink is not None:
                     sink.push(self.backlog.feed(pcm, time.monotonic())[0])
@@ -152,8 +155,9 @@ class SpeakerPump:
     """The model's voice into the room. ``flush()`` drops everything queued at once (barge-in)
     and keeps dropping what is still in flight from the interrupted answer until ``reopen()``."""
 
-    def __init__(self, source: rtc.AudioSource) -> None:
+    def __init__(self, source: rtc.AudioSource, probe: FrameProbe | None = None) -> None:
         self._source = source
+        self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
         self._open = True
         self.pushed_seconds = 0.0
         self.dropped = 0
@@ -203,13 +207,13 @@ class SpeakerPump:
                     self.last_sound_at = time.monotonic()
                 # The SDK copies the samples into its own buffer: no tobytes() copy first.
                 frame = rtc.AudioFrame(pcm.data, SAMPLE_RATE, 1, len(pcm))
-                if tracks.probe is not None:
+                if self._probe is not None:
                     self.source_queue.append(self._source.queued_duration)
                 await self._source.capture_frame(frame)
                 now = time.perf_counter()
                 self.residence.append(now - decoded_at)
-                if tracks.probe is not None:
-                    tracks.probe("downlink_out", pcm, now)
+                if self._probe is not None:
+                    self._probe("downlink_out", pcm, now)
                 self.pushed_seconds += len(pcm) / SAMPLE_RATE
         finally:
             self._receiver = None

@@ -27,6 +27,7 @@ from livekit import rtc
 from bridge.aio import Closer, TaskSet, cancel_and_wait
 from bridge.metrics import (
     CALL_SETUP_SECONDS,
+    CHAT_TEXTS_DROPPED,
     SESSIONS_ACTIVE,
     SESSIONS_FAILED,
     SESSIONS_STARTED,
@@ -40,6 +41,7 @@ from bridge.realtime import (
     build_session,
 )
 from bridge.realtime import events as ev
+from bridge.realtime.instruments import NO_INSTRUMENTS, Instruments
 from bridge.realtime.session_config import turn_detection
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.agent_state import AgentState, AttributeWriter
@@ -85,6 +87,7 @@ class SessionStats:
     calls: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     barge_ins: int = 0
+    texts_dropped: int = 0  # chat texts that arrived while no call was up, beyond PENDING_TEXTS
 
 
 def addresses(transcript: str, names: list[str]) -> bool:
@@ -115,8 +118,10 @@ class ParticipantSession:
         tool_actions: RoomActions | None = None,
         cost: SessionCost | None = None,
         meeting: Meeting | None = None,
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.settings = settings
+        self._instruments = instruments
         self.identity = identity
         self.name = name
         self._room = room
@@ -227,7 +232,7 @@ class ParticipantSession:
         if self.speaks:
             self._answer = await self._answer_tracks.acquire(self.identity, self.answer_name)
             self._source = self._answer.source
-            self._pump = SpeakerPump(self._source)
+            self._pump = SpeakerPump(self._source, self._instruments.probe)
             self.stats.published_at = time.perf_counter()
             self._attributes.set_track(self.identity, self._answer.sid)
             self._on_track_published()
@@ -404,10 +409,17 @@ class ParticipantSession:
             self.settings, create_response=create, interrupt_response=self.speaks
         )
         session["instructions"] = self._instructions()
-        audio = PcmAudioTrack(residence=self._uplink_residence)
+        probe = self._instruments.probe
+        audio = PcmAudioTrack(residence=self._uplink_residence, probe=probe)
         video = VideoFrameTrack() if self.settings.video_enabled else None
         call = RealtimeCall(
-            self.settings, session=session, audio=audio, video=video, log_extra=self._extra
+            self.settings,
+            session=session,
+            audio=audio,
+            video=video,
+            log_extra=self._extra,
+            impairment=self._instruments.impairment,
+            probe=probe,
         )
         try:
             await call.connect()
@@ -584,6 +596,14 @@ class ParticipantSession:
                 return
             except RealtimeClosedError:
                 pass  # the call just ended; the next one gets it
+        if len(self._pending_texts) == self._pending_texts.maxlen:
+            self.stats.texts_dropped += 1
+            CHAT_TEXTS_DROPPED.inc()
+            logger.warning(
+                "no model call up and %d chat texts waiting for the next: the oldest is dropped",
+                PENDING_TEXTS,
+                extra=self._extra,
+            )
         self._pending_texts.append(text)  # delivered when the next call is up
         self._mic.woke.set()
 

@@ -28,6 +28,7 @@ from livekit import rtc
 
 from bridge.realtime import RealtimeClosedError
 from bridge.realtime import events as ev
+from bridge.realtime.instruments import NO_INSTRUMENTS, Instruments
 from bridge.room.agent_state import AttributeWriter
 from bridge.room.answer_tracks import AnswerTracks
 from bridge.room.budget import SessionCost
@@ -61,6 +62,7 @@ class SharedSession(ParticipantSession):
         meeting: Meeting,
         tool_actions: RoomActions | None = None,
         cost: SessionCost | None = None,
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.mics = MixedMicrophones(settings)
         super().__init__(
@@ -78,6 +80,7 @@ class SharedSession(ParticipantSession):
             meeting=meeting,
             tool_actions=tool_actions,
             cost=cost,
+            instruments=instruments,
         )
         self._names: dict[str, str] = {}  # identity -> name
         self._mic_sids: dict[str, str] = {}  # identity -> microphone track sid

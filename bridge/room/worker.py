@@ -25,6 +25,7 @@ from bridge.aio import Closer, TaskSet, cancel_and_wait
 from bridge.logs import one_line
 from bridge.metrics import ROOMS_ACTIVE
 from bridge.realtime.http import prewarm as prewarm_calls
+from bridge.realtime.instruments import NO_INSTRUMENTS, Instruments
 from bridge.room.agent_state import AttributeWriter
 from bridge.room.answer_tracks import AnswerTracks
 from bridge.room.budget import BUDGET_SPENT, RoomCost
@@ -53,8 +54,10 @@ class RoomWorker:
         *,
         overrides: SessionOverrides | None = None,
         budget: SessionBudget | None = None,
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.settings = apply_overrides(settings, overrides)
+        self._instruments = instruments  # a benchmark's measurement hooks
         self._budget = budget
         # Humans waiting for a free session slot: identity -> (participant, mic track, mic sid)
         self._waiting: dict[str, tuple[rtc.RemoteParticipant, rtc.Track, str]] = {}
@@ -383,7 +386,7 @@ class RoomWorker:
                 room=self.room,
                 identity=participant.identity,
                 name=participant.name or participant.identity,
-                mic=MicrophonePump(track, self.settings),
+                mic=MicrophonePump(track, self.settings, self._instruments.probe),
                 mic_sid=mic_sid,
                 attributes=self.attributes,
                 answer_tracks=self.answer_tracks,
@@ -393,6 +396,7 @@ class RoomWorker:
                 tool_actions=WorkerActions(self.settings, self.room_name, self._tasks, self.stop),
                 cost=self.cost.session(),
                 meeting=self.meeting,
+                instruments=self._instruments,
             )
             if self.cost.exceeded:
                 session.stop_answering(transcribe=self._transcribe_over_budget)
@@ -450,6 +454,7 @@ class RoomWorker:
                         self.settings, self.room_name, self._tasks, self.stop
                     ),
                     cost=self.cost.session(),
+                    instruments=self._instruments,
                 )
                 self.sessions[SHARED] = shared
                 self.meeting.listen(SHARED, shared)

@@ -5,12 +5,11 @@ measured (call ready times, per-direction residence inside the bridge) and leave
 
     python -m tests.bench.bridge_process --rooms a,b,c --seconds 30   (settings from env)
 
-``--probe`` also records click onsets at the bridge's boundaries, ``--before`` puts back what
-the latency work replaced (aiortc's own receive path, a TLS context per call) for before/after
-figures, ``--impair`` loses and jitters the model's packets. Without ``--seconds`` it reports
-when a line arrives on stdin: ``peek`` reports and goes on, any other line reports and leaves.
-Each report also says what every room spent by the bridge's own accounting (its ``Spend``, and
-``bridge_cost_usd_total``) and the ids of the model calls its sessions used.
+``--probe`` also records click onsets at the bridge's boundaries, ``--impair`` loses and jitters
+the model's packets (both passed to the room workers as ``Instruments``). Without ``--seconds``
+it reports when a line arrives on stdin: ``peek`` reports and goes on, any other line reports
+and leaves. Each report also says what every room spent by the bridge's own accounting (its
+``Spend``, and ``bridge_cost_usd_total``) and the ids of the model calls its sessions used.
 """
 
 from __future__ import annotations
@@ -25,14 +24,10 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-import httpx
-
 from bridge.audio import Pcm
 from bridge.logs import setup_logging
 from bridge.metrics import COST_USD
-from bridge.realtime import call as realtime_call
-from bridge.realtime import http as realtime_http
-from bridge.realtime import tracks
+from bridge.realtime.instruments import Instruments
 from bridge.realtime.playout import Impairment
 from bridge.room import session as session_module
 from bridge.room.worker import RoomWorker
@@ -48,7 +43,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 class Probe:
-    """Click onsets at each boundary of the bridge (see bridge.realtime.tracks.probe), in
+    """Click onsets at each boundary of the bridge (see bridge/realtime/instruments.py), in
     ``time.perf_counter()`` (CLOCK_MONOTONIC: the same clock in every process on the machine)."""
 
     def __init__(self) -> None:
@@ -187,12 +182,6 @@ async def main() -> None:
     parser.add_argument("--rooms", required=True)
     parser.add_argument("--seconds", type=float, help="run this long (default: until stdin says)")
     parser.add_argument("--probe", action="store_true", help="record click onsets at boundaries")
-    parser.add_argument(
-        "--before",
-        action="store_true",
-        help="the 'before' figures: aiortc's own receive path for the model's audio and a new "
-        "TLS context for every call",
-    )
     parser.add_argument("--impair", help="LOSS,JITTER_S on the model's audio, e.g. 0.05,0.02")
     args = parser.parse_args()
     settings = load_settings(overrides={"log_level": "WARNING"})
@@ -200,16 +189,16 @@ async def main() -> None:
     calls = CallsUsed()
     calls.install()
     probe = Probe() if args.probe else None
-    tracks.probe = probe
-    if args.before:
-        realtime_call.use_playout = False
-        realtime_http._tls = httpx.create_ssl_context  # type: ignore[assignment]
+    impairment = None
     if args.impair:
         loss, jitter = (float(x) for x in args.impair.split(","))
-        realtime_call.default_impairment = Impairment(loss, jitter, seed=1)
+        impairment = Impairment(loss, jitter, seed=1)
+    instruments = Instruments(probe=probe, impairment=impairment)
     # perf_counter() inside the sessions -> wall clock, to compare with the humans' join times.
     offset = time.time() - time.perf_counter()
-    workers = [RoomWorker(settings, room) for room in args.rooms.split(",")]
+    workers = [
+        RoomWorker(settings, room, instruments=instruments) for room in args.rooms.split(",")
+    ]
     await asyncio.gather(*(w.start() for w in workers))
     print(json.dumps({"ready": True}), flush=True)
     if args.seconds is not None:

@@ -17,7 +17,7 @@ Everything real, on loopback: a livekit-server, the emulator in ``voice_mode = "
   the emulator's detection time (``min_speech_ms``) as ``beyond_detection_ms``.
 - **Join -> call ready** at 1 and ``--join-humans`` humans joining at once, each in their room.
 
-    python -m tests.bench.latency_bench [--clicks 40] [--before] [--impair 0.05,0.02]
+    python -m tests.bench.latency_bench [--clicks 40] [--impair 0.05,0.02]
 
 Prints one JSON object.
 """
@@ -227,15 +227,12 @@ async def bench_round_trip(
     *,
     clicks: int,
     spacing: float,
-    before: bool,
     impair: str | None,
 ) -> dict[str, Any]:
     tag = f"{int(time.time() * 1000) % 10**8}"
     bridge_room, base_room = f"lat-bridge-{tag}", f"lat-base-{tag}"
     env = _env(server, base)
     argv = ["-m", "tests.bench.bridge_process", "--rooms", bridge_room, "--probe"]
-    if before:
-        argv.append("--before")
     if impair:
         argv += ["--impair", impair]
     window = spacing * 0.9
@@ -273,7 +270,6 @@ async def bench_round_trip(
             added[name] = round((value - base_p50) * 1000 - emulator_p50, 1)
     sent = list(via_bridge.sent.onsets)
     return {
-        "code": "before" if before else "after",
         "impairment": impair,
         "clicks_sent": clicks,
         "clicks_back": {"bridge": len(bridge_trips), "baseline": len(base_trips)},
@@ -296,13 +292,11 @@ def _louder(track: TrackAudio, frames: int) -> bool:
 
 
 async def bench_barge_in(
-    server: LiveKitServer, base: str, rounds: int, baseline_ms: float | None, before: bool
+    server: LiveKitServer, base: str, rounds: int, baseline_ms: float | None
 ) -> dict[str, Any]:
     room = f"lat-barge-{int(time.time() * 1000) % 10**8}"
     await _set_voice(base, "tone")
     argv = ["-m", "tests.bench.bridge_process", "--rooms", room]
-    if before:
-        argv.append("--before")
     times: list[float] = []
     try:
         async with Child.start(_env(server, base), *argv) as bridge:
@@ -344,7 +338,7 @@ async def bench_barge_in(
     }
 
 
-async def bench_join(server: LiveKitServer, base: str, n: int, before: bool) -> dict[str, Any]:
+async def bench_join(server: LiveKitServer, base: str, n: int) -> dict[str, Any]:
     """``n`` humans join at once, each in their own room: human joined (mic published) -> their
     call is ready, and where the time went inside the bridge (perf_counter, the same clock in
     both processes): joined -> session started (the microphone subscribed), -> agent track
@@ -352,8 +346,6 @@ async def bench_join(server: LiveKitServer, base: str, n: int, before: bool) -> 
     tag = f"{int(time.time() * 1000) % 10**8}"
     rooms = [f"lat-join-{n}-{tag}-{i}" for i in range(n)]
     argv = ["-m", "tests.bench.bridge_process", "--rooms", ",".join(rooms)]
-    if before:
-        argv.append("--before")
     async with Child.start(_env(server, base), *argv) as bridge:
         await asyncio.sleep(1.0)
         people = [Human(server, room, f"joiner-{i}") for i, room in enumerate(rooms)]
@@ -397,11 +389,6 @@ async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clicks", type=int, default=40)
     parser.add_argument("--spacing", type=float, default=0.5)
-    parser.add_argument(
-        "--before",
-        action="store_true",
-        help="what the latency work replaced: aiortc's receive path, a TLS context per call",
-    )
     parser.add_argument("--impair", help="LOSS,JITTER_S on the model's audio (e.g. 0.05,0.02)")
     parser.add_argument("--barge-ins", type=int, default=5)
     parser.add_argument("--join-humans", default="1,10")
@@ -415,17 +402,16 @@ async def main(argv: list[str] | None = None) -> None:
             emulator.base_url,
             clicks=args.clicks,
             spacing=args.spacing,
-            before=args.before,
             impair=args.impair,
         )
         baseline = trip["round_trip_ms"]["baseline"]["p50"]
         result: dict[str, Any] = {"round_trip": trip}
         if args.barge_ins:
             result["barge_in"] = await bench_barge_in(
-                server, emulator.base_url, args.barge_ins, baseline, args.before
+                server, emulator.base_url, args.barge_ins, baseline
             )
         result["join_to_ready_ms"] = [
-            await bench_join(server, emulator.base_url, int(n), args.before)
+            await bench_join(server, emulator.base_url, int(n))
             for n in args.join_humans.split(",")
             if n
         ]

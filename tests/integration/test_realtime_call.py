@@ -18,6 +18,7 @@ from bridge.emulator.schema import SERVER_EVENTS, check_server_event
 from bridge.realtime import (
     RealtimeAPIError,
     RealtimeCall,
+    RealtimeClosedError,
     RealtimeTimeoutError,
     build_session,
     mint_client_secret,
@@ -40,6 +41,7 @@ from tests.support.emulator_process import emulator_process
 from tests.support.env import test_settings
 from tests.support.signals import silence, tone
 from tests.support.speaker import play
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -215,6 +217,36 @@ async def test_full_answer_shape_also_works(emulator: EmulatorServer) -> None:
     async with recorded_call(emulator) as (call, rec, _track):
         call.update_session(instructions="x")
         await rec.wait_for("session.updated")
+
+
+async def test_a_consumer_too_far_behind_ends_the_call_and_loses_no_event(
+    emulator: EmulatorServer,
+) -> None:
+    """Events are control, not media: a full queue ends the call (the session then dials a new
+    one) instead of dropping the oldest event. What was queued is still delivered, in order."""
+    settings = settings_for(emulator)
+    queued = 20
+    call = RealtimeCall(settings, session=build_session(settings), event_queue_size=queued)
+    async with call:
+        for n in range(queued + 10):  # each answered by a session.updated; nothing read
+            call.update_session(instructions=f"flood {n}")
+
+        async def overflowed() -> bool:
+            return call.closed_reason is not None
+
+        await eventually(overflowed, timeout=10)
+        assert call.closed_reason == f"model events overflowed: {queued} unread"
+        with pytest.raises(RealtimeClosedError):
+            call.update_session(instructions="too late")
+        events = [event async for event in call.events()]  # ends: no hang
+        assert [e.session["instructions"] for e in events if isinstance(e, SessionUpdated)] == [
+            f"flood {n}" for n in range(queued)
+        ]
+        assert len(events) == queued
+        assert call.dropped_events >= 1
+        call_id = call.call_id or ""
+    # Leaving hangs the call up at the service, as for any other end.
+    assert emulator.emulator.calls[call_id].state != "active"
 
 
 async def test_session_expiry_and_drop_end_the_call(emulator: EmulatorServer) -> None:
