@@ -2,6 +2,7 @@
 
     POST /v1/realtime/calls                  multipart (sdp + session) or raw SDP with an ek_ key
     POST /v1/realtime/client_secrets         mint an ek_ key bound to a session
+    GET  /v1/realtime?model=…                the WebSocket transport (Bearer key or ek_ key)
     POST /v1/realtime/calls/{id}/hangup
     GET  /v1/_emulator/calls[/{id}]          what each call saw (tests, benchmarks)
     GET|PATCH /v1/_emulator/options          the fake model's options and fault injection
@@ -29,6 +30,8 @@ from bridge.emulator.model import new_id, session_from_request
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.peer import EmulatedCall, OfferError
 from bridge.emulator.schema import check_session
+from bridge.emulator.session import EmulatedSession
+from bridge.emulator.websocket import WebSocketSession
 from bridge.realtime.errors import redact
 from bridge.realtime.ice import rtc_configuration
 from bridge.settings.config import Settings
@@ -36,6 +39,11 @@ from bridge.settings.config import Settings
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
+# Largest WebSocket message (an input_audio_buffer.append may carry up to 15 MiB of audio).
+MAX_WS_MESSAGE = 16 * 1024 * 1024
+BETA_MESSAGE = (
+    "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API."
+)
 # Ended calls kept for inspection.
 MAX_ENDED_CALLS = 500
 
@@ -65,7 +73,8 @@ class Emulator:
     def __init__(self, settings: Settings, options: EmulatorOptions) -> None:
         self.settings = settings
         self.options = options
-        self.calls: dict[str, EmulatedCall] = {}
+        # WebRTC calls (rtc_ ids) and WebSocket sessions (sess_ ids), live and recently ended.
+        self.calls: dict[str, EmulatedSession] = {}
         self.secrets: dict[str, _Secret] = {}
         # (time.monotonic(), status) of each authorised POST /calls that an injected failure
         # answered, or None when it went on to be answered: for storm benchmarks.
@@ -144,6 +153,61 @@ class Emulator:
             content_type="application/sdp",
             headers={"Location": f"/v1/realtime/calls/{call_id}"},
         )
+
+    async def connect_websocket(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/realtime?model=…`` upgraded to a WebSocket: a session over the WebSocket
+        transport, served until either side closes."""
+        key, denied = self._authorize(request, allow_ephemeral=True)
+        if denied is not None:
+            return denied
+        if "call_id" in request.query or request.query.get("intent") == "transcription":
+            return openai_error(
+                400,
+                "The emulator serves realtime sessions only (no call_id sideband, no "
+                "transcription intent).",
+                param="call_id" if "call_id" in request.query else "intent",
+            )
+        injected = self._injected_failure()
+        if injected is not None:
+            return injected
+        secret = self.secrets.get(key)
+        model = request.query.get("model")
+        if secret is not None:
+            requested = secret.session
+        elif model:
+            requested = {"type": "realtime", "model": model}
+        else:
+            return openai_error(
+                400,
+                "Missing required parameter: 'model'.",
+                param="model",
+                code="missing_required_parameter",
+            )
+        problem = check_session(requested)
+        if problem is not None:
+            return openai_error(400, problem.message, param=problem.param, code=problem.code)
+        ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, autoping=True)
+        if not ws.can_prepare(request).ok:
+            return openai_error(400, "This endpoint expects a WebSocket upgrade.")
+        await ws.prepare(request)
+        if "realtime=v1" in request.headers.get("OpenAI-Beta", ""):
+            # What the service does with the retired beta shape: an error event, then close 4000.
+            error = {
+                "type": "invalid_request_error",
+                "code": "beta_api_shape_disabled",
+                "message": BETA_MESSAGE,
+                "param": None,
+            }
+            await ws.send_json({"type": "error", "event_id": new_id("event"), "error": error})
+            await ws.close(code=4000, message=b"invalid_request_error.beta_api_shape_disabled")
+            return ws
+        session = WebSocketSession(
+            new_id("sess"), session_from_request(requested), self.options, ws, request
+        )
+        self._remember(session)
+        logger.info("websocket session %s opened", session.id)
+        await session.run()
+        return ws
 
     def _injected_failure(self) -> web.Response | None:
         options = self.options
@@ -324,7 +388,7 @@ class Emulator:
 
     # ---- bookkeeping ---------------------------------------------------------------------------
 
-    def _remember(self, call: EmulatedCall) -> None:
+    def _remember(self, call: EmulatedSession) -> None:
         self.calls[call.id] = call
         ended = [c for c in self.calls.values() if c.state == "ended"]
         for old in ended[: max(0, len(ended) - MAX_ENDED_CALLS)]:
@@ -348,6 +412,7 @@ def create_app(settings: Settings, options: EmulatorOptions) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[EMULATOR_KEY] = emulator
     app.router.add_post("/v1/realtime/calls", emulator.create_call)
+    app.router.add_get("/v1/realtime", emulator.connect_websocket)
     app.router.add_post("/v1/realtime/client_secrets", emulator.create_client_secret)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", emulator.hangup)
     app.router.add_get("/v1/_emulator/calls", emulator.list_calls)

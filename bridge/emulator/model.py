@@ -26,7 +26,7 @@ from bridge.audio import FRAME_MS, SAMPLE_RATE, Pcm
 from bridge.emulator.billing import IMAGE_TOKENS, Bill
 from bridge.emulator.conversation import Conversation, UnknownItemError
 from bridge.emulator.options import EmulatorOptions
-from bridge.emulator.voice import VoiceTrack, tone
+from bridge.emulator.voice import Speaker, tone
 from bridge.vad import EnergyVad, VadConfig, VadEvent
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ class _Response:
     done: bool = False
     # A function-call response: these ``function_call`` items instead of a message.
     calls: list[dict[str, Any]] = field(default_factory=list)
+    # ``response.create``'s metadata, echoed on the response (clients match replies by it).
+    metadata: dict[str, str] | None = None
 
 
 class FakeModel:
@@ -126,7 +128,7 @@ class FakeModel:
         session: dict[str, Any],
         emit: Emit,
         error: ErrorSink,
-        voice: VoiceTrack,
+        voice: Speaker,
     ) -> None:
         self.options = options
         self.session = session
@@ -450,6 +452,7 @@ class FakeModel:
                 audio=None,
                 modalities=modalities,
                 calls=calls,
+                metadata=params.get("metadata"),
             )
             self._response = response
             response.task = self._tasks.create_task(self._run_calls(response), name="response")
@@ -473,7 +476,12 @@ class FakeModel:
                     self.options.tone_hz, max(0.3, len(text) / self.options.chars_per_second)
                 )
         response = _Response(
-            id=new_id("resp"), item_id=new_id("item"), text=text, audio=audio, modalities=modalities
+            id=new_id("resp"),
+            item_id=new_id("item"),
+            text=text,
+            audio=audio,
+            modalities=modalities,
+            metadata=params.get("metadata"),
         )
         self._response = response
         response.task = self._tasks.create_task(self._run_response(response), name="response")
@@ -582,6 +590,7 @@ class FakeModel:
             "status": status,
             "output_modalities": response.modalities,
             "conversation_id": "conv_emulator",
+            **({"metadata": response.metadata} if response.metadata is not None else {}),
             **extra,
         }
 
@@ -637,9 +646,11 @@ class FakeModel:
         delta_type = (
             "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
         )
-        for word in words:
+        for index, word in enumerate(words):
             await asyncio.sleep(step)
             response.said.append(word)
+            if audio:  # over a WebSocket, the audio generated so far goes out with the words
+                self._voice.generated(where, (index + 1) / len(words))
             self._emit(
                 {"type": delta_type, **where, "delta": word, "obfuscation": secrets.token_hex(2)}
             )

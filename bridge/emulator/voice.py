@@ -11,6 +11,7 @@ import asyncio
 import fractions
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -28,6 +29,26 @@ def tone(freq: float, seconds: float, amplitude: float = 0.25) -> Pcm:
     # 10 ms fades keep the tone free of clicks that a VAD would hear as speech edges.
     env = np.minimum(1.0, np.minimum(np.arange(n), n - np.arange(n)) / (0.01 * SAMPLE_RATE))
     return (np.sin(2 * np.pi * freq * t) * env * amplitude * 32767).astype(np.int16)
+
+
+class Speaker(Protocol):
+    """Where the fake model's answer audio goes: played out in real time (``VoiceTrack``,
+    WebRTC), or handed to the client as generated (``websocket.DeltaVoice``)."""
+
+    @property
+    def playing(self) -> bool:
+        """Audio is playing out at the service (WebRTC's output buffer)."""
+
+    @property
+    def played_ms(self) -> int: ...
+
+    def play(self, response_id: str, pcm: Pcm) -> None: ...
+
+    def generated(self, where: dict[str, Any], fraction: float) -> None:
+        """The model has generated ``fraction`` of the answer (``where``: the response,
+        item, output and content indexes of its audio)."""
+
+    def clear(self) -> int: ...
 
 
 class VoiceTrack(MediaStreamTrack):
@@ -63,6 +84,9 @@ class VoiceTrack(MediaStreamTrack):
         self._pos = 0
         self._response_id = response_id
         self._started = False
+
+    def generated(self, where: dict[str, Any], fraction: float) -> None:
+        """Nothing to do: the audio goes out over RTP in real time."""
 
     def clear(self) -> int:
         """Stop at once; returns the milliseconds that were played."""

@@ -31,6 +31,7 @@ from bridge.realtime.events import (
     InputAudioBufferCommit,
     ItemDeleted,
     ResponseCreate,
+    ResponseCreated,
     ResponseDone,
     SessionUpdated,
     UnknownEvent,
@@ -124,9 +125,13 @@ async def test_text_turn_and_manual_cancel(emulator: EmulatorServer) -> None:
         item_added = next(e for e in rec.events if e.type == "conversation.item.added")
         assert item_added.item["content"][0]["text"] == "what is the weather"  # type: ignore[attr-defined]
 
-        call.send(ResponseCreate(response={"output_modalities": ["text"]}))
+        # The response's metadata comes back on response.created (and response.done).
+        call.send(ResponseCreate(response={"output_modalities": ["text"], "metadata": {"n": "2"}}))
         text_done = await rec.wait_for("response.output_text.done")
         assert "what is the weather" in text_done.text  # type: ignore[attr-defined]
+        created = [e for e in rec.events if isinstance(e, ResponseCreated)]
+        assert (created[0].response.model_extra or {}).get("metadata") is None
+        assert (created[-1].response.model_extra or {}).get("metadata") == {"n": "2"}
 
 
 async def test_session_update_round_trip_and_invalid_event(emulator: EmulatorServer) -> None:

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions, ToolCallScript
-from bridge.emulator.peer import EmulatedCall
+from bridge.emulator.session import EmulatedSession
 from bridge.local.livekit_server import LiveKitServer
 from bridge.room.shared import SHARED
 from bridge.room.worker import RoomWorker
@@ -84,7 +84,7 @@ def script(emulator: EmulatorServer) -> None:
     )
 
 
-def outputs(call: EmulatedCall) -> list[str]:
+def outputs(call: EmulatedSession) -> list[str]:
     return [i["text"] for i in call.snapshot()["items"] if i["type"] == "function_call_output"]
 
 
@@ -119,7 +119,7 @@ def signed_request_as_documented(tool_server: ToolServer, room: str) -> None:
     assert tool_server.headers[0]["webhook-id"] == f"msg_{request['call_id']}"
 
 
-def failures_stayed_small(call: EmulatedCall, tool_server: ToolServer) -> None:
+def failures_stayed_small(call: EmulatedSession, tool_server: ToolServer) -> None:
     # Nothing of the failing tool's body reaches the model.
     assert not any("secret=xyz" in text for text in outputs(call))
     # Invalid arguments never reached the tool.

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from bridge.emulator.app import EmulatorServer
-from bridge.emulator.peer import EmulatedCall
+from bridge.emulator.session import EmulatedSession
 from bridge.room.worker import RoomWorker
 
 
@@ -28,7 +28,7 @@ async def worker(settings: Any, room: str) -> AsyncIterator[RoomWorker]:
         await bridge.aclose()
 
 
-def call_of(emulator: EmulatorServer, bridge: RoomWorker, identity: str) -> EmulatedCall:
+def call_of(emulator: EmulatorServer, bridge: RoomWorker, identity: str) -> EmulatedSession:
     """The emulated call behind ``identity``'s current session."""
     session = bridge.sessions[identity]
     assert session.call_id is not None
