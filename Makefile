@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml config/requirements/dev.txt
 
 # The lock files (hashes, every platform, Python 3.11+): config/requirements/dev.txt (make test, CI),
 # config/requirements/runtime.txt (the image: runtime + emulator) and config/requirements/build.txt (the build
-# backend), all three the same versions. Run after any change to pyproject.toml's dependencies;
+# backend), all three the same versions; and config/requirements/peer.txt, the benchmark's peer
+# (livekit-agents, in .venv-peer/: it pins its own livekit, so it is locked on its own). Run after any change to pyproject.toml's dependencies;
 # it keeps existing pins and adds what is new. `make lock LOCK_ARGS=--upgrade` moves every pin to
 # the newest release pyproject.toml allows.
 UV_VERSION := 0.13.9
@@ -33,6 +34,7 @@ lock:
 		-o config/requirements/dev.txt
 	$(UV_COMPILE) pyproject.toml --extra emulator -c config/requirements/dev.txt -o config/requirements/runtime.txt
 	$(UV_COMPILE) config/requirements/build.in -c config/requirements/dev.txt -o config/requirements/build.txt
+	$(UV_COMPILE) config/requirements/peer.in -o config/requirements/peer.txt
 
 # livekit-server: found on PATH or in .tools/, else built once with `go install`.
 livekit-server: $(STAMP)
