@@ -7,10 +7,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from bridge import __version__
+from bridge.billing.models import deprecation_warning
 from bridge.logs import setup_logging
 from bridge.settings.config import ConfigError, Settings, load_settings
 
@@ -144,6 +146,19 @@ def _commands() -> dict[str, Command]:
     return {"serve": run_serve, "join": run_join, "emulator": run_emulator, "dev": run_dev}
 
 
+def warn_deprecated(settings: Settings, today: date | None = None) -> list[str]:
+    """One warning line per deprecated (or shut down) model in ``settings``, at start."""
+    today = today or datetime.now(UTC).date()
+    lines = []
+    for setting in ("model", "transcription_model"):
+        name = getattr(settings, setting)
+        line = deprecation_warning(setting, name, today) if name else None
+        if line is not None:
+            logger.warning(line)
+            lines.append(line)
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {}
@@ -158,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"room-bridge: {line}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    if args.command != "emulator":
+        warn_deprecated(settings)
     command = _commands()[args.command]
     try:
         return asyncio.run(command(args, settings))

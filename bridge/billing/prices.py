@@ -1,10 +1,12 @@
-"""The price table: USD per 1M tokens by model and token kind (``prices`` in settings).
+"""The price table: USD per 1M tokens by model and token kind, or per minute for a model billed
+by duration (``prices`` in settings).
 
-Defaults are OpenAI's published standard-tier prices as listed on openai.com/api/pricing in
-October 2025 (gpt-realtime GA of 2025-08-28, gpt-realtime-mini of 2025-10-06, the gpt-4o
-transcribe models); Azure OpenAI and newer models differ: override them in TOML
-(``[prices."gpt-realtime"]``) or as JSON in ``BRIDGE_PRICES``. A kind left unset (``None``) is
-unknown, never zero: a response that uses it has an unknown cost.
+Each built-in row names where its figures were read and when (``SOURCES``): OpenAI's standard-tier
+prices, mostly its model pages (``developers.openai.com/api/docs/models/<model>``) read on
+2026-12-03; rows kept from the October 2025 pricing page say so. Azure OpenAI and other models
+differ: override them in TOML (``[prices."gpt-realtime-2.1"]``) or as JSON in ``BRIDGE_PRICES``.
+A kind left unset (``None``) is unknown, never zero: a response that uses it has an unknown cost.
+Which row a model uses comes from the model table (``bridge.billing.models``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PRICES_READ = "2025-10"
+from bridge.billing.models import model_info
+
+# The newest read date of the table (README, settings reference, benchmarks).
+PRICES_READ = "2026-12-03"
 
 # Token kinds a price may name, in the order usage reports them.
 KINDS = (
@@ -33,7 +38,7 @@ _Price = Field(default=None, ge=0, le=10_000)
 
 class ModelPrice(BaseModel):
     """One model's prices in USD per 1M tokens; ``per_minute`` for models billed by duration
-    (whisper-1 transcription)."""
+    (whisper-1, gpt-transcribe, gpt-live-transcribe, gpt-realtime-whisper)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,28 +65,42 @@ def _p(**prices: float) -> dict[str, float]:
     return prices
 
 
-# Read from openai.com/api/pricing, October 2025 (standard tier, USD per 1M tokens).
+_MODEL_PAGE = "https://developers.openai.com/api/docs/models/"
+_PRICING_2025 = "https://openai.com/api/pricing"
+_TODAY = "2026-12-03"
+_REALTIME_FULL = {
+    "text_in": 4.00,
+    "text_in_cached": 0.40,
+    "audio_in": 32.00,
+    "audio_in_cached": 0.40,
+}
+_REALTIME_MINI = {
+    "text_in": 0.60,
+    "text_in_cached": 0.06,
+    "text_out": 2.40,
+    "audio_in": 10.00,
+    "audio_in_cached": 0.30,
+    "audio_out": 20.00,
+    "image_in": 0.80,
+    "image_in_cached": 0.08,
+}
+
+# Standard tier, USD per 1M tokens (``per_minute``: USD per minute of audio).
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "gpt-realtime-2.1": _p(
+        **_REALTIME_FULL, text_out=24.00, audio_out=64.00, image_in=5.00, image_in_cached=0.50
+    ),
+    "gpt-realtime-2.1-mini": _p(**_REALTIME_MINI),
+    "gpt-realtime-2": _p(
+        **_REALTIME_FULL, text_out=24.00, audio_out=64.00, image_in=5.00, image_in_cached=0.50
+    ),
+    "gpt-realtime-1.5": _p(
+        **_REALTIME_FULL, text_out=16.00, audio_out=64.00, image_in=5.00, image_in_cached=0.50
+    ),
     "gpt-realtime": _p(
-        text_in=4.00,
-        text_in_cached=0.40,
-        text_out=16.00,
-        audio_in=32.00,
-        audio_in_cached=0.40,
-        audio_out=64.00,
-        image_in=5.00,
-        image_in_cached=0.50,
+        **_REALTIME_FULL, text_out=16.00, audio_out=64.00, image_in=5.00, image_in_cached=0.50
     ),
-    "gpt-realtime-mini": _p(
-        text_in=0.60,
-        text_in_cached=0.06,
-        text_out=2.40,
-        audio_in=10.00,
-        audio_in_cached=0.30,
-        audio_out=20.00,
-        image_in=0.80,
-        image_in_cached=0.08,
-    ),
+    "gpt-realtime-mini": _p(**_REALTIME_MINI),
     "gpt-4o-realtime-preview": _p(
         text_in=5.00,
         text_in_cached=2.50,
@@ -102,6 +121,27 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "gpt-4o-transcribe": _p(text_in=2.50, audio_in=6.00, text_out=10.00),
     "gpt-4o-mini-transcribe": _p(text_in=1.25, audio_in=3.00, text_out=5.00),
     "whisper-1": _p(per_minute=0.006),
+    "gpt-transcribe": _p(per_minute=0.0045),
+    "gpt-live-transcribe": _p(per_minute=0.017),
+    "gpt-realtime-whisper": _p(per_minute=0.017),
+}
+
+# Where each row was read, and when (YYYY-MM or YYYY-MM-DD).
+SOURCES: dict[str, tuple[str, str]] = {
+    "gpt-realtime-2.1": (_MODEL_PAGE + "gpt-realtime-2.1", _TODAY),
+    "gpt-realtime-2.1-mini": (_MODEL_PAGE + "gpt-realtime-2.1-mini", _TODAY),
+    "gpt-realtime-2": (_MODEL_PAGE + "gpt-realtime-2", _TODAY),
+    "gpt-realtime-1.5": (_MODEL_PAGE + "gpt-realtime-1.5", _TODAY),
+    "gpt-realtime": (_PRICING_2025, "2025-10"),
+    "gpt-realtime-mini": (_PRICING_2025, "2025-10"),
+    "gpt-4o-realtime-preview": (_MODEL_PAGE + "gpt-4o-realtime-preview", _TODAY),
+    "gpt-4o-mini-realtime-preview": (_MODEL_PAGE + "gpt-4o-mini-realtime-preview", _TODAY),
+    "gpt-4o-transcribe": (_PRICING_2025, "2025-10"),
+    "gpt-4o-mini-transcribe": (_PRICING_2025, "2025-10"),
+    "whisper-1": (_PRICING_2025, "2025-10"),
+    "gpt-transcribe": (_MODEL_PAGE + "gpt-transcribe", _TODAY),
+    "gpt-live-transcribe": (_MODEL_PAGE + "gpt-live-transcribe", _TODAY),
+    "gpt-realtime-whisper": (_MODEL_PAGE + "gpt-realtime-whisper", _TODAY),
 }
 
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
@@ -123,9 +163,14 @@ def merge_prices(value: Any) -> Any:
 
 
 def price_of(prices: dict[str, ModelPrice], model: str) -> ModelPrice | None:
-    """The price of ``model``; a dated snapshot (``gpt-realtime-2025-08-28``) falls back to its
-    family's price when the table has no entry of its own."""
+    """The price of ``model``: its own row when the table has one (an operator may price any
+    name), else the row the model table names (a dated snapshot's family included), else the
+    family's row by name."""
     found = prices.get(model)
+    if found is None:
+        info = model_info(model)
+        if info is not None and info.price is not None:
+            found = prices.get(info.price)
     if found is None:
         found = prices.get(_SNAPSHOT.sub("", model))
     return found

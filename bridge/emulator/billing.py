@@ -5,13 +5,16 @@ context again as input (the instructions, then every item in order): user audio 
 100 ms, model audio at 1 token per 50 ms, text at about 4 characters per token, a video snapshot
 at 765 tokens. The part of that input that is unchanged since the previous response (the same
 items, with the same content, in the same order from the start) is reported as
-``cached_tokens``, detailed by kind. When the context passes the model's input limit, the
-session's ``truncation`` drops the oldest items: ``auto`` just enough to fit (so the prefix, and
-its cache, shifts on every response from then on), ``retention_ratio`` down to that share of the
-limit (the prefix then stays stable for many responses).
+``cached_tokens``, detailed by kind. When the context passes the model's input limit (its context
+window from the model table, less its largest response and the service's reserve: 28,224 tokens
+for a 32k model, 95,552 for a 128k one), the session's ``truncation`` drops the oldest items:
+``auto`` just enough to fit (so the prefix, and its cache, shifts on every response from then
+on), ``retention_ratio`` down to that share of the limit (the prefix then stays stable for many
+responses).
 
 Input transcription is billed apart, on ``...input_audio_transcription.completed``: tokens for
-the gpt-4o transcribe models, seconds for ``whisper-1``.
+the gpt-4o transcribe models, seconds for the models billed by duration (``whisper-1``,
+``gpt-transcribe``, ...; the model table's ``billed_by``).
 """
 
 from __future__ import annotations
@@ -20,12 +23,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.billing.models import input_limit as model_input_limit
+from bridge.billing.models import model_info
 from bridge.emulator.conversation import Entry
 
-CONTEXT_TOKENS = 32_768
-# With max_output_tokens at 4,096, 28,224 input tokens fit before truncation (the `truncation`
-# docstring); the rest is the service's own reserve.
-_RESERVED = CONTEXT_TOKENS - 28_224 - 4_096
 IMAGE_TOKENS = 765
 
 
@@ -64,9 +65,12 @@ def entry_block(entry: Entry) -> Block:
 
 
 def input_limit(session: dict[str, Any]) -> int:
+    """Input tokens that fit before truncation: the session model's window less the response
+    reserve (``max_output_tokens``, or the model's largest response for ``inf``)."""
     max_out = session.get("max_output_tokens")
-    reserve_out = max_out if isinstance(max_out, int) else 4_096
-    return CONTEXT_TOKENS - _RESERVED - reserve_out
+    return model_input_limit(
+        str(session.get("model") or ""), max_out if isinstance(max_out, int) else None
+    )
 
 
 def output_usage(out_audio_ms: int, out_text: str) -> tuple[int, int]:
@@ -160,7 +164,8 @@ class Bill:
         return same
 
     def transcription(self, model: str, transcript: str, duration_ms: int) -> dict[str, Any]:
-        if model == "whisper-1":
+        info = model_info(model)
+        if info is not None and info.billed_by == "duration":
             usage: dict[str, Any] = {"type": "duration", "seconds": round(duration_ms / 1000, 3)}
         else:
             audio, out = duration_ms // 100, text_tokens(transcript)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.billing.models import takes_reasoning
 from bridge.settings.config import Settings
 
 
@@ -38,8 +39,13 @@ def build_session(
     create_response: bool = True,
     interrupt_response: bool = True,
     output_modalities: list[str] | None = None,
+    room: str | None = None,
 ) -> dict[str, Any]:
-    """A ``session`` for POST /realtime/calls (``type: realtime`` and ``model`` included)."""
+    """A ``session`` for POST /realtime/calls (``type: realtime`` and ``model`` included).
+
+    ``room`` is the traces' group id when ``tracing`` is on. ``reasoning`` and
+    ``parallel_tool_calls`` go only to a model that takes them (the settings refuse them for a
+    model without reasoning; a model the table does not know gets what was configured)."""
     audio_input: dict[str, Any] = {
         "turn_detection": turn_detection(
             settings, create_response=create_response, interrupt_response=interrupt_response
@@ -78,4 +84,38 @@ def build_session(
             "type": "retention_ratio",
             "retention_ratio": settings.retention_ratio,
         }
+    session.update(reasoning_options(settings))
+    session.update(prompt_and_tracing(settings, room))
     return session
+
+
+def reasoning_options(settings: Settings) -> dict[str, Any]:
+    """``reasoning`` and ``parallel_tool_calls``, for a model that takes them."""
+    options: dict[str, Any] = {}
+    if takes_reasoning(settings.model) is False:
+        return options
+    if settings.reasoning_effort is not None:
+        options["reasoning"] = {"effort": settings.reasoning_effort}
+    if settings.parallel_tool_calls is not None:
+        options["parallel_tool_calls"] = settings.parallel_tool_calls
+    return options
+
+
+def prompt_and_tracing(settings: Settings, room: str | None) -> dict[str, Any]:
+    """The stored ``prompt`` reference and OpenAI-side ``tracing`` (group id = the room)."""
+    options: dict[str, Any] = {}
+    if settings.prompt_id is not None:
+        prompt: dict[str, Any] = {"id": settings.prompt_id}
+        if settings.prompt_version is not None:
+            prompt["version"] = settings.prompt_version
+        if settings.prompt_variables:
+            prompt["variables"] = dict(settings.prompt_variables)
+        options["prompt"] = prompt
+    if settings.tracing:
+        tracing: dict[str, Any] = {"workflow_name": settings.tracing_workflow_name}
+        if room:
+            tracing["group_id"] = room
+        if settings.tracing_metadata:
+            tracing["metadata"] = dict(settings.tracing_metadata)
+        options["tracing"] = tracing
+    return options

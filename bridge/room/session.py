@@ -406,7 +406,10 @@ class ParticipantSession:
         """Connect a new call (not yet fed by the microphone: see ``_use``)."""
         create = self.settings.response_policy == "auto"
         session = build_session(
-            self.settings, create_response=create, interrupt_response=self.speaks
+            self.settings,
+            create_response=create,
+            interrupt_response=self.speaks,
+            room=self._room.name,
         )
         session["instructions"] = self._instructions()
         probe = self._instruments.probe

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import ValidationError
 
 from bridge.aio import TaskSet
+from bridge.billing.models import describe
 from bridge.metrics import WEBHOOKS
 from bridge.service.agent_worker import AgentWorker
 from bridge.service.dispatch import Dispatcher, Outcome, Rooms
@@ -265,7 +267,17 @@ class BridgeServer:
             rooms={r: i.as_dict() for r, i in self.rooms.rooms().items()},
             workers=describe() if describe is not None else [],
             agent_dispatch=self.agent.describe() if self.agent is not None else None,
+            models=self.models(),
         )
+
+    def models(self) -> dict[str, Any]:
+        """The model and the transcription model: status (current, deprecated, shut down,
+        unknown), shutdown date and replacement, from the model table."""
+        today = datetime.now(UTC).date()
+        found: dict[str, Any] = {"model": describe(self.settings.model, today)}
+        if self.settings.transcription_model:
+            found["transcription_model"] = describe(self.settings.transcription_model, today)
+        return found
 
     async def list_rooms(self, request: web.Request) -> web.Response:
         """``GET /rooms`` (dispatch token): each room's humans, state, duration, tokens, cost

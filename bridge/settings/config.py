@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,6 +40,13 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from bridge.billing.models import (
+    DEFAULT_MODEL,
+    input_limit,
+    model_info,
+    reasoning_models,
+    takes_reasoning,
+)
 from bridge.billing.prices import ModelPrice, merge_prices
 from bridge.settings.tools import McpServer, ToolSpec, check_secret, check_tools
 
@@ -51,9 +59,14 @@ Audience = Literal["room", "private"]
 Mode = Literal["per_participant", "shared"]
 ResponsePolicy = Literal["auto", "listen", "addressed"]
 TurnDetection = Literal["server_vad", "semantic_vad", "none"]
+ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
 BudgetAction = Literal["listen", "leave"]
 # Settings that are TOML tables ([prices."gpt-realtime"]) rather than keys.
-TABLE_SETTINGS = frozenset({"prices"})
+TABLE_SETTINGS = frozenset(
+    {"prices", "prompt_variables", "prompt_variable_sets", "tracing_metadata"}
+)
+# Rough characters per text token (the meeting context's bound in tokens).
+CHARS_PER_TOKEN = 4
 
 
 class ConfigError(Exception):
@@ -111,6 +124,8 @@ class SessionOverrides(BaseModel):
     mode: Mode | None = None
     meeting_context: bool | None = None
     meeting_context_max_chars: int | None = Field(default=None, ge=0, le=200_000)
+    # The name of one of the operator's ``prompt_variable_sets``.
+    prompt_variable_set: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class Settings(BaseSettings):
@@ -162,7 +177,14 @@ class Settings(BaseSettings):
         default="Bearer",
         description="Scheme before the key in that header; empty for none (Azure: empty).",
     )
-    model: str = Field(default="gpt-realtime", min_length=1, description="Realtime model.")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        min_length=1,
+        description=(
+            "Realtime model (README, Models and prices: each model's status, context and price; "
+            "a deprecated one still works and is reported at start and in `/status`)."
+        ),
+    )
     ice_servers: StrList = Field(
         default_factory=list,
         description=(
@@ -232,6 +254,64 @@ class Settings(BaseSettings):
             "Session `truncation`: when the context fills, keep this fraction of it "
             "(`retention_ratio`), so the cached prefix stays stable; unset = `auto`."
         ),
+    )
+    reasoning_effort: ReasoningEffort | None = Field(
+        default=None,
+        description=(
+            "`minimal`, `low`, `medium`, `high` or `xhigh`: how much a reasoning model "
+            "(gpt-realtime-2 and later) thinks before it answers; more is slower. Unset = the "
+            "model's default. An error with a model without reasoning."
+        ),
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None,
+        description=(
+            "Whether a reasoning model may call several tools at once. Unset = the service's "
+            "default. An error with a model without reasoning."
+        ),
+    )
+    prompt_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description=(
+            "A prompt stored at OpenAI (`pmpt_...`) sent as the session's `prompt`. OpenAI "
+            "deprecated stored prompts (its guide: `v1/prompts` shut down 2026-11-30)."
+        ),
+    )
+    prompt_version: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Version of `prompt_id`."
+    )
+    prompt_variables: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Values of the stored prompt's variables (a TOML table; JSON in the environment)."
+        ),
+    )
+    prompt_variable_sets: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description=(
+            "Named sets of prompt variables (`[prompt_variable_sets.<name>]` tables): a room's "
+            "metadata may pick one by name (`prompt_variable_set`), merged over "
+            "`prompt_variables`; it can set no value itself."
+        ),
+    )
+    tracing: bool = Field(
+        default=False,
+        description=(
+            "OpenAI-side traces of each call (its Traces dashboard): workflow "
+            "`tracing_workflow_name`, group id = the room's name, `tracing_metadata`."
+        ),
+    )
+    tracing_workflow_name: str = Field(
+        default="realtime-room-bridge",
+        min_length=1,
+        max_length=256,
+        description="Workflow name of the traces.",
+    )
+    tracing_metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metadata attached to the traces (a TOML table; JSON in the environment).",
     )
 
     # ---- Room behaviour ----------------------------------------------------------------------
@@ -501,6 +581,44 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not a stun:/turn:/turns: URL")
         return value
 
+    @field_validator("reasoning_effort", "parallel_tool_calls")
+    @classmethod
+    def _reasoning_model(cls, value: Any, info: ValidationInfo) -> Any:
+        model = info.data.get("model")
+        if value is not None and model and takes_reasoning(model) is False:
+            raise ValueError(
+                f"model {model!r} has no reasoning; {info.field_name} is taken by "
+                + ", ".join(reasoning_models())
+            )
+        return value
+
+    @field_validator("meeting_context_max_chars")
+    @classmethod
+    def _meeting_fits(cls, value: int, info: ValidationInfo) -> int:
+        model = info.data.get("model")
+        known = model_info(model) if isinstance(model, str) else None
+        if known is None or known.context_window is None:
+            return value
+        assert isinstance(model, str)
+        # Half the context at most: the conversation itself needs the rest.
+        most = input_limit(model) // 2 * CHARS_PER_TOKEN
+        if value > most:
+            raise ValueError(
+                f"{value} characters (~{value // CHARS_PER_TOKEN} tokens) is more than half of "
+                f"model {model!r}'s context: at most {most}"
+            )
+        return value
+
+    @field_validator("prompt_variables", "prompt_variable_sets", "tracing_metadata", mode="before")
+    @classmethod
+    def _json_table(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object: {exc.msg}") from None
+        return value
+
     @field_validator("max_output_tokens")
     @classmethod
     def _max_tokens(cls, value: int | str) -> int | str:
@@ -653,6 +771,15 @@ def apply_overrides(settings: Settings, overrides: SessionOverrides | None) -> S
             settings.tool_choice not in wanted
         ):
             changes["tool_choice"] = "auto"
+    chosen = changes.pop("prompt_variable_set", None)
+    if chosen is not None:
+        # A room picks one of the operator's sets by name; it never gives a value itself.
+        if chosen not in settings.prompt_variable_sets:
+            raise ValueError(f"prompt_variable_set: {chosen!r} is not a configured set")
+        changes["prompt_variables"] = {
+            **settings.prompt_variables,
+            **settings.prompt_variable_sets[chosen],
+        }
     budget = changes.get("max_room_cost_usd")
     if budget is not None and settings.max_room_cost_usd is not None:
         # A room may spend less than the operator allows, never more.

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.billing.prices import DEFAULT_PRICES, PRICES_READ
+from bridge.billing.prices import DEFAULT_PRICES, PRICES_READ, SOURCES
 from bridge.settings.config import TABLE_SETTINGS, Settings, env_name
 
 SECTIONS = {
@@ -29,6 +29,8 @@ SECTIONS = {
 
 # Lists of tables: in TOML they are `[[name]]` tables, which must follow every plain key.
 TABLE_LISTS = frozenset({"tools", "mcp_servers"})
+# Tables with a built-in table of their own, written out at the end.
+PRICE_TABLES = frozenset({"prices"})
 
 
 def _default(name: str) -> Any:
@@ -59,7 +61,7 @@ def render_markdown() -> str:
     for name, field in Settings.model_fields.items():
         default = _default(name)
         shown = "—" if default is None else f"`{_toml_value(default)}`"
-        if (isinstance(default, str) and len(default) > 40) or name in TABLE_SETTINGS:
+        if (isinstance(default, str) and len(default) > 40) or name in PRICE_TABLES:
             shown = "(see config/bridge.toml)"
         lines.append(f"| `{name}` | `{env_name(name)}` | {shown} | {field.description or ''} |")
     return "\n".join(lines) + "\n"
@@ -80,16 +82,20 @@ def render_toml() -> str:
         default = _default(name)
         if name in TABLE_LISTS:
             out.append(f"# (none by default: [[{name}]] tables, at the end of this file)")
-        elif name in TABLE_SETTINGS:
+        elif name in PRICE_TABLES:
             out.append(f'# (the [{name}."..."] tables are at the end of this file)')
+        elif name in TABLE_SETTINGS:
+            out.append(f"# (none by default; add a [{name}] table at the end of this file)")
         elif default is None or _is_secret(name):
             out.append(f"# {name} = ")
         else:
             out.append(f"{name} = {_toml_value(default)}")
     out += ["", f"# ---- Prices: USD per 1M tokens (OpenAI's published prices, {PRICES_READ}) ---"]
+    out.append("# per_minute: USD per minute of audio, for models billed by duration.")
     out.append("# A kind left out is unknown (never zero). Add a table for any other model.")
     for model, kinds in DEFAULT_PRICES.items():
-        out += ["", f"[prices.{json.dumps(model)}]"]
+        source, read = SOURCES[model]
+        out += ["", f"# {source}, read {read}", f"[prices.{json.dumps(model)}]"]
         out += [f"{kind} = {_toml_value(price)}" for kind, price in kinds.items()]
     return "\n".join(out) + "\n"
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from bridge.billing.cost import price, response_tokens, transcription_tokens
+from bridge.billing.models import DEFAULT_MODEL
 from bridge.billing.prices import price_of
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
@@ -101,7 +102,12 @@ async def test_room_cost_equals_the_emulator_bill(
             metrics = (await bridge.get("/metrics")).text
             in_metrics = metric(metrics, "bridge_cost_usd_total")
             assert in_metrics == pytest.approx(expected, abs=1e-6)
-            assert metric(metrics, "bridge_cost_usd_total", model="gpt-realtime") > 0
+            # The default model, priced: its calls ran on it and every response had a price.
+            assert settings.model == DEFAULT_MODEL == "gpt-realtime-2.1"
+            for call_id in calls:
+                session = emulator.emulator.calls[call_id].snapshot()["session"]
+                assert session["model"] == DEFAULT_MODEL
+            assert metric(metrics, "bridge_cost_usd_total", model=DEFAULT_MODEL) > 0
             assert metric(metrics, "bridge_cost_usd_total", model="gpt-4o-mini-transcribe") > 0
         # The human left: the agent leaves after the grace period and logs what the room cost.
         ended = re.compile(rf"agent left .*room={room}.*")

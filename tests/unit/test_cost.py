@@ -32,16 +32,18 @@ RESPONSE_USAGE = {
     },
     "output_token_details": {"text_tokens": 50, "audio_tokens": 400},
 }
-# gpt-realtime, USD per 1M: text 4 / cached 0.40 / out 16; audio 32 / cached 0.40 / out 64;
-# image 5.
+# gpt-realtime-2.1 (the default model), USD per 1M: text 4 / cached 0.40 / out 24; audio 32 /
+# cached 0.40 / out 64; image 5.
 #   text in    200 * 4.00  =    800
 #   text cached 1000 * 0.40 =   400
 #   audio in  2000 * 32.00 = 64,000
 #   audio cached 1000 * 0.40 =  400
 #   image in   765 * 5.00  =  3,825
-#   text out    50 * 16.00 =    800
-#   audio out  400 * 64.00 = 25,600      sum 95,825 / 1M
-RESPONSE_USD = 0.095825
+#   text out    50 * 24.00 =  1,200
+#   audio out  400 * 64.00 = 25,600      sum 96,225 / 1M
+RESPONSE_USD = 0.096225
+# gpt-realtime (deprecated): the same but text out 16: 50 * 16 = 800, sum 95,825 / 1M.
+GPT_REALTIME_USD = 0.095825
 
 
 def settings(**values: object) -> Settings:
@@ -61,7 +63,9 @@ def test_response_priced_with_cached_tokens_once() -> None:
         "audio_out": 400,
     }
     table = Settings().prices
-    assert price(tokens, 0.0, price_of(table, "gpt-realtime")) == pytest.approx(RESPONSE_USD)
+    assert Settings().model == "gpt-realtime-2.1"
+    assert price(tokens, 0.0, price_of(table, "gpt-realtime-2.1")) == pytest.approx(RESPONSE_USD)
+    assert price(tokens, 0.0, price_of(table, "gpt-realtime")) == pytest.approx(GPT_REALTIME_USD)
     # gpt-realtime-mini: 200*.6 + 1000*.06 + 2000*10 + 1000*.3 + 765*.8 + 50*2.4 + 400*20
     #   = 120 + 60 + 20000 + 300 + 612 + 120 + 8000 = 29,212
     mini = price(tokens, 0.0, price_of(table, "gpt-realtime-mini"))
@@ -105,7 +109,7 @@ def test_transcription_usage_priced() -> None:
 def test_pricer_adds_to_every_spend_and_unknown_stays_unknown() -> None:
     table = Settings().prices
     session, room = Spend(), Spend()
-    pricer = Pricer(table, "gpt-realtime", "gpt-4o-mini-transcribe")
+    pricer = Pricer(table, "gpt-realtime-2.1", "gpt-4o-mini-transcribe")
     pricer.response(RESPONSE_USAGE, session, room)
     pricer.transcription(
         {"type": "tokens", "input_tokens": 150, "output_tokens": 20, "total_tokens": 170},
@@ -163,12 +167,12 @@ def test_room_budget_warns_at_80_percent_and_acts_once() -> None:
     told: list[str] = []
     room = RoomCost(settings(max_room_cost_usd=0.2), "r", on_exceeded=told.append)
     alice, bob = room.session(), room.session()
-    alice.response(RESPONSE_USAGE)  # 0.0958
+    alice.response(RESPONSE_USAGE)  # 0.0962
     states = [room.state]
-    bob.response(RESPONSE_USAGE)  # 0.1917 >= 80 % of 0.2
+    bob.response(RESPONSE_USAGE)  # 0.1925 >= 80 % of 0.2
     states.append(room.state)
     assert not told
-    alice.response(RESPONSE_USAGE)  # 0.2875 > 0.2
+    alice.response(RESPONSE_USAGE)  # 0.2887 > 0.2
     bob.response(RESPONSE_USAGE)
     states.append(room.state)
     assert states == [BudgetState.OK, BudgetState.WARNED, BudgetState.EXCEEDED]
