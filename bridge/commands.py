@@ -40,8 +40,7 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings.require("livekit_api_key", "livekit_api_secret", "openai_api_key")
     metrics_dir = _metrics_dir()
     # Imported only now: prometheus_client picks its multiprocess mode at import time.
-    from aiohttp import web
-
+    from bridge.service.http_guard import GuardedAppRunner
     from bridge.service.server import BridgeServer
     from bridge.service.workers import WorkerPool
 
@@ -61,7 +60,7 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     pool = WorkerPool(settings, count, config_path=args.config, on_ended=ended, on_lost=lost)
     server = BridgeServer(settings, pool, workers_alive=lambda: pool.alive)
     pool.on_change = server.dispatcher.changed
-    runner = web.AppRunner(server.app(), access_log=None)
+    runner = GuardedAppRunner(server.app(), server.rejections, access_log=None)
     await runner.setup()
     try:
         site = _site(runner, host, port, args.fd)

@@ -32,6 +32,12 @@ AUDIO_FRAMES_DROPPED = Counter(
     ["direction"],
 )
 WEBHOOKS = Counter("bridge_webhooks_total", "Webhook deliveries, by outcome.", ["outcome"])
+HTTP_REJECTED = Counter(
+    "bridge_http_rejected_total",
+    "Requests to `serve`'s port refused for what the sender did (unparseable HTTP, over-long "
+    "lines, bad signature or token, body too large), by reason.",
+    ["reason"],
+)
 RECONCILE_RUNS = Counter("bridge_reconcile_runs_total", "Reconcile passes, by result.", ["result"])
 TOOL_CALLS = Counter(
     "bridge_tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"]

@@ -32,9 +32,11 @@ from pydantic import ValidationError
 
 from bridge.aio import TaskSet
 from bridge.billing.models import describe
+from bridge.logs import one_line
 from bridge.metrics import WEBHOOKS
 from bridge.service.agent_worker import AgentWorker
 from bridge.service.dispatch import Dispatcher, Outcome, Rooms
+from bridge.service.http_guard import Rejections
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ WEBHOOK_CONTENT_TYPES = ("application/webhook+json", "application/json")
 # The event loop must have ticked within this long for /healthz to pass.
 LOOP_STALL_SECONDS = 5.0
 MAX_DISPATCH_BYTES = 64 * 1024
+# A webhook's body must arrive within this long (LiveKit sends a few KB at once).
+WEBHOOK_BODY_SECONDS = 10.0
 
 
 def _json(http_status: int, **body: Any) -> web.Response:
@@ -67,6 +71,8 @@ class BridgeServer:
             )
         )
         self._workers_alive = workers_alive
+        # Refusals of what a sender did: counted, and logged at most once a second per reason.
+        self.rejections = Rejections()
         self._tasks = TaskSet("server")
         self._last_tick = time.monotonic()
         self.loop_lag = 0.0
@@ -115,32 +121,42 @@ class BridgeServer:
         return _json(status, outcome=outcome.outcome, detail=outcome.detail)
 
     async def _webhook(self, request: web.Request) -> Outcome:
+        def reject(outcome: str, detail: str) -> Outcome:
+            status = _STATUS.get(outcome, 400)
+            self.rejections.reject(f"webhook_{outcome}", status, detail, request.remote)
+            return Outcome(outcome, detail)
+
         limit = self.settings.webhook_max_bytes
         if request.content_length is not None and request.content_length > limit:
-            return self._reject("too_large", f"body over {limit} bytes")
+            return reject("too_large", f"body over {limit} bytes")
         auth = request.headers.get("Authorization", "")
         if not auth:
-            return self._reject("unauthorized", "no Authorization header")
+            return reject("unauthorized", "no Authorization header")
         if request.content_type not in WEBHOOK_CONTENT_TYPES:
-            return self._reject("bad_request", f"content type {request.content_type!r}")
+            return reject("bad_request", f"content type {one_line(request.content_type, 60)!r}")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_chunked(16_384):
-            size += len(chunk)
-            if size > limit:
-                return self._reject("too_large", f"body over {limit} bytes")
-            chunks.append(chunk)
+        try:
+            # Before the signature is checked anyone may send this body, as slowly as they like.
+            async with asyncio.timeout(WEBHOOK_BODY_SECONDS):
+                async for chunk in request.content.iter_chunked(16_384):
+                    size += len(chunk)
+                    if size > limit:
+                        return reject("too_large", f"body over {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            return reject("timeout", f"body not received within {WEBHOOK_BODY_SECONDS:g} s")
         body = b"".join(chunks)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            return self._reject("bad_request", "body is not UTF-8")
+            return reject("bad_request", "body is not UTF-8")
         try:
             event = self._receiver.receive(text, auth.removeprefix("Bearer ").strip())
         except ParseError as exc:
-            return self._reject("bad_request", f"not a webhook event: {str(exc)[:120]}")
+            return reject("bad_request", f"not a webhook event: {one_line(str(exc), 120)}")
         except Exception as exc:  # jwt and livekit raise plain exceptions
-            return self._reject("unauthorized", f"signature check failed: {str(exc)[:120]}")
+            return reject("unauthorized", f"signature check failed: {one_line(str(exc), 120)}")
         try:
             outcome = self.dispatcher.on_webhook(event)
         except Exception:  # a bug; reconcile heals what this webhook would have done
@@ -159,18 +175,16 @@ class BridgeServer:
         )
         return outcome
 
-    def _reject(self, outcome: str, detail: str) -> Outcome:
-        logger.warning("webhook rejected: %s: %s", outcome, detail)
-        return Outcome(outcome, detail)
-
     # ---- dispatch API ----------------------------------------------------------------------------
 
     def _authorized(self, request: web.Request) -> web.Response | None:
         token = self.settings.dispatch_token
         if token is None or not token.get_secret_value():
+            self.rejections.reject("api_disabled", 404, "dispatch API off", request.remote)
             return _json(404, error="dispatch API disabled: set BRIDGE_DISPATCH_TOKEN")
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            self.rejections.reject("api_unauthorized", 401, "bearer token", request.remote)
             return _json(401, error="missing or wrong bearer token")
         return None
 
@@ -313,6 +327,7 @@ class BridgeServer:
 
 _STATUS = {
     "error": 400,
+    "timeout": 408,
     "too_large": 413,
     "unauthorized": 401,
     "bad_request": 400,
