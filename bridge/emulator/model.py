@@ -23,9 +23,12 @@ import numpy as np
 
 from bridge.aio import TaskSet, cancel_and_wait
 from bridge.audio import FRAME_MS, SAMPLE_RATE, Pcm
+from bridge.billing.models import DEFAULT_MODEL, takes_reasoning
 from bridge.emulator.billing import IMAGE_TOKENS, Bill
 from bridge.emulator.conversation import Conversation, UnknownItemError
+from bridge.emulator.idle import IdleTimeout
 from bridge.emulator.options import EmulatorOptions
+from bridge.emulator.schema import Problem, check_model_options
 from bridge.emulator.voice import Speaker, tone
 from bridge.vad import EnergyVad, VadConfig, VadEvent
 
@@ -56,7 +59,7 @@ def new_id(prefix: str) -> str:
 
 DEFAULT_SESSION: dict[str, Any] = {
     "type": "realtime",
-    "model": "gpt-realtime",
+    "model": DEFAULT_MODEL,
     "output_modalities": ["audio"],
     "instructions": "You are a helpful assistant.",
     "tools": [],
@@ -95,12 +98,19 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# What a reasoning model reports when the request sets no ``reasoning`` (UNVERIFIED: "low" is
+# the default effort OpenAI's release post gives for gpt-realtime-2).
+DEFAULT_REASONING = {"effort": "low"}
+
+
 def session_from_request(requested: dict[str, Any] | None) -> dict[str, Any]:
     session = merge(DEFAULT_SESSION, requested or {})
     detection = session["audio"]["input"].get("turn_detection")
     if isinstance(detection, dict) and detection.get("type") == "server_vad":
         defaults = DEFAULT_SESSION["audio"]["input"]["turn_detection"]
         session["audio"]["input"]["turn_detection"] = {**defaults, **detection}
+    if takes_reasoning(str(session["model"])) and "reasoning" not in session:
+        session["reasoning"] = dict(DEFAULT_REASONING)
     return session
 
 
@@ -131,6 +141,9 @@ class FakeModel:
         voice: Speaker,
     ) -> None:
         self.options = options
+        # ``parallel_tool_calls`` is a request field only: the session the service reports
+        # (session.created/updated) has no such field, so it is kept apart.
+        self.parallel_tool_calls: bool | None = session.pop("parallel_tool_calls", None)
         self.session = session
         self._emit = emit
         self._error = error
@@ -153,6 +166,7 @@ class FakeModel:
         self._tool_outputs: list[str] = []  # function_call_output since the last response
         self.bill = Bill()
         self.audio_out_started = False
+        self._idle = IdleTimeout(self._tasks, self._idle_timeout)
 
     async def aclose(self) -> None:
         await self._tasks.aclose()
@@ -183,26 +197,38 @@ class FakeModel:
         )
 
     def update_session(self, update: dict[str, Any], event_id: str | None) -> None:
-        if "model" in update and update["model"] != self.session.get("model"):
+        problem = self._update_problem(update)
+        if problem is not None:
             self._error(
-                "invalid_request_error",
-                "Cannot update a session's model.",
-                "session.model",
-                event_id,
+                "invalid_request_error", problem.message, problem.param, event_id, code=problem.code
             )
             return
-        voice = update.get("audio", {}).get("output", {}).get("voice")
-        if voice and voice != self.session["audio"]["output"]["voice"] and self.audio_out_started:
-            self._error(
-                "invalid_request_error",
-                "Cannot update a session's voice after the model has responded with audio.",
-                "session.audio.output.voice",
-                event_id,
-            )
-            return
-        self.session = session_from_request(merge(self.session, update))
+        merged = session_from_request(merge(self.session, update))
+        if "parallel_tool_calls" in merged:
+            self.parallel_tool_calls = merged.pop("parallel_tool_calls")
+        self.session = merged
         self._vad.config = self._vad_config()
         self._emit({"type": "session.updated", "session": self.session})
+
+    def _update_problem(self, update: dict[str, Any]) -> Problem | None:
+        """Why the service refuses ``update`` for this session, if it does."""
+        if "model" in update and update["model"] != self.session.get("model"):
+            return Problem("Cannot update a session's model.", "session.model")
+        voice = update.get("audio", {}).get("output", {}).get("voice")
+        if voice and voice != self.session["audio"]["output"]["voice"] and self.audio_out_started:
+            return Problem(
+                "Cannot update a session's voice after the model has responded with audio.",
+                "session.audio.output.voice",
+            )
+        tracing = self.session.get("tracing")
+        if tracing is not None and "tracing" in update and update["tracing"] != tracing:
+            # The types: "Once tracing is enabled for a session, the configuration cannot be
+            # modified." (the service's wording is UNVERIFIED)
+            return Problem(
+                "Cannot update a session's tracing configuration once tracing is enabled.",
+                "session.tracing",
+            )
+        return check_model_options(update, str(self.session.get("model") or ""), "session")
 
     # ---- input -------------------------------------------------------------------------------
 
@@ -221,6 +247,7 @@ class FakeModel:
         self._images_pending = 1  # the model takes one snapshot when it answers
 
     async def _speech_started(self) -> None:
+        self._idle.stop()
         self._turn_item = new_id("item")
         self._emit(
             {
@@ -268,10 +295,11 @@ class FakeModel:
         self._buffer_ms = 0
         self._emit({"type": "input_audio_buffer.cleared"})
 
-    def _commit(self, item_id: str, audio: Pcm, duration_ms: int) -> None:
+    def _commit(self, item_id: str, audio: Pcm, duration_ms: int, *, silence: bool = False) -> None:
+        """Commit input audio as a user item; ``silence``: an idle timeout's (nothing was said,
+        so nothing is transcribed: UNVERIFIED whether the service transcribes it)."""
         self._buffer_ms = 0
-        self._utterances += 1
-        n = self._utterances
+        self._idle.stop()
         self._emit(
             {
                 "type": "input_audio_buffer.committed",
@@ -288,6 +316,12 @@ class FakeModel:
             "content": [{"type": "input_audio", "transcript": None}],
         }
         self._add_item(item, audio_ms=duration_ms)
+        self._turns += 1
+        if silence:
+            self._heard = ""
+            return
+        self._utterances += 1
+        n = self._utterances
         if self.options.transcripts:
             transcript = self.options.transcripts[(n - 1) % len(self.options.transcripts)]
         else:
@@ -295,12 +329,44 @@ class FakeModel:
         # What the model understood, whether or not the client asked for transcripts.
         self.conversation.set_text(item_id, transcript)
         self._heard = transcript
-        self._turns += 1
         self._echo = audio
         if self.transcribes:
             self._tasks.create_task(
                 self._transcribe(item_id, transcript, duration_ms), name="transcribe"
             )
+
+    def _idle_ms(self) -> int | None:
+        td = self.turn_detection or {}
+        idle = td.get("idle_timeout_ms")
+        if td.get("type") != "server_vad" or not isinstance(idle, int) or idle <= 0:
+            return None
+        return idle
+
+    def _arm_idle(self, answer_audio_ms: int) -> None:
+        """After an answer: the idle clock starts when its audio has played (response.done +
+        its duration)."""
+        idle = self._idle_ms()
+        if idle is not None:
+            self._idle.arm((answer_audio_ms + idle) / 1000)
+
+    def _idle_timeout(self) -> None:
+        """``idle_timeout_ms`` passed without speech: say so, commit the silence, answer."""
+        idle = self._idle_ms()
+        if idle is None or self._response is not None or self._vad.speaking:
+            return
+        end = self._vad.audio_ms
+        start = max(0, end - idle)
+        item_id = new_id("item")
+        self._emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": start,
+                "audio_end_ms": end,
+                "item_id": item_id,
+            }
+        )
+        self._commit(item_id, self._recent_audio(end - start), end - start, silence=True)
+        self.create_response(None, None)
 
     async def _transcribe(self, item_id: str, transcript: str, duration_ms: int) -> None:
         await asyncio.sleep(self.options.transcription_delay_ms / 1000)
@@ -439,6 +505,13 @@ class FakeModel:
             )
             return
         params = params or {}
+        problem = check_model_options(params, str(self.session.get("model") or ""), "response")
+        if problem is not None:
+            self._error(
+                "invalid_request_error", problem.message, problem.param, event_id, code=problem.code
+            )
+            return
+        self._idle.stop()
         modalities = list(params.get("output_modalities") or self.session["output_modalities"])
         self._answers += 1
         n = self._answers
@@ -488,7 +561,8 @@ class FakeModel:
 
     def _scripted_calls(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """The ``tool_calls`` option: function calls for a user turn that contains ``when``,
-        once per turn, only for functions the session (or this response) declares."""
+        once per turn, only for functions the session (or this response) declares; only the
+        first with ``parallel_tool_calls`` false."""
         if self._called_turn == self._turns or self._tool_outputs:
             return []
         tools = params.get("tools", self.session.get("tools")) or []
@@ -512,6 +586,9 @@ class FakeModel:
                 )
         if calls:
             self._called_turn = self._turns
+        parallel = params.get("parallel_tool_calls", self.parallel_tool_calls)
+        if parallel is False:
+            calls = calls[:1]  # one tool at a time
         return calls
 
     async def _run_calls(self, response: _Response) -> None:
@@ -728,6 +805,8 @@ class FakeModel:
         response.done = True
         self._response = None
         self._emit({"type": "response.done", "response": body})
+        if status == "completed":
+            self._arm_idle(out_audio_ms)
         self._emit(
             {
                 "type": "rate_limits.updated",

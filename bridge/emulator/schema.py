@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import pydantic
 
+from bridge.billing.models import DEFAULT_MODEL, takes_reasoning
+
 try:
     from openai.types.realtime import (
         RealtimeClientEvent,
@@ -88,7 +90,8 @@ def check_client_event(data: Any) -> tuple[Any, Problem | None]:
 
 
 def check_session(data: Any, prefix: str = "session") -> Problem | None:
-    """None when ``data`` is a valid GA session object with no unknown fields."""
+    """None when ``data`` is a valid GA session object with no unknown fields and nothing its
+    model does not take (a request without ``model`` gets the service's default model)."""
     if not isinstance(data, dict):
         return Problem(f"Invalid type for '{prefix}': expected an object.", prefix)
     try:
@@ -98,6 +101,28 @@ def check_session(data: Any, prefix: str = "session") -> Problem | None:
     extra = unknown_fields(session, prefix)
     if extra:
         return Problem(f"Unknown parameter: '{extra[0]}'.", extra[0], "unknown_parameter")
+    return check_model_options(data, str(data.get("model") or DEFAULT_MODEL), prefix)
+
+
+# Session (and response) fields only reasoning models take (the types: "Only supported by
+# reasoning Realtime models such as gpt-realtime-2").
+REASONING_FIELDS = ("reasoning", "parallel_tool_calls")
+
+
+def check_model_options(fields: dict[str, Any], model: str, prefix: str) -> Problem | None:
+    """A reasoning-only field sent for a model without reasoning, refused as the API refuses a
+    parameter a model does not support (its ``unsupported_parameter`` shape; the exact text
+    for these two fields is UNVERIFIED). A model the table does not know is not judged."""
+    if takes_reasoning(model) is not False:
+        return None
+    for name in REASONING_FIELDS:
+        if name in fields:
+            param = f"{prefix}.{name}"
+            return Problem(
+                f"Unsupported parameter: '{param}' is not supported with this model.",
+                param,
+                "unsupported_parameter",
+            )
     return None
 
 
