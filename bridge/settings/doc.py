@@ -1,17 +1,21 @@
-"""Render the settings as the README's Markdown table or as annotated TOML.
+"""Render the settings as the README's Markdown table or as annotated TOML, and the model
+table with its prices as the README's "Models and prices" tables.
 
-``python -m bridge.settings.doc markdown`` / ``python -m bridge.settings.doc toml``; a unit test
-keeps README.md and config/bridge.toml in step with ``bridge.settings.config.Settings``.
+``python -m bridge.settings.doc markdown|toml|models``; unit tests keep README.md and
+config/bridge.toml in step with ``bridge.settings.config.Settings`` and
+``bridge.billing.models``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 from typing import Any
 
 from pydantic import SecretStr
 
+from bridge.billing.models import MODELS, ModelInfo
 from bridge.billing.prices import DEFAULT_PRICES, PRICES_READ, SOURCES
 from bridge.settings.config import TABLE_SETTINGS, Settings, env_name
 
@@ -100,13 +104,83 @@ def render_toml() -> str:
     return "\n".join(out) + "\n"
 
 
+def _usd(kinds: dict[str, float], *names: str) -> str:
+    shown = [f"{kinds[n]:g}" if n in kinds else "?" for n in names]
+    return " / ".join(shown) if any(n in kinds for n in names) else "—"
+
+
+def _status(info: ModelInfo, today: date) -> str:
+    status = info.status(today)
+    if status == "current":
+        return "current"
+    when = f" {info.shutdown.isoformat()}" if info.shutdown else ""
+    use = f"; use `{info.replacement}`" if info.replacement else ""
+    return f"**{status}**{when}{use}"
+
+
+def _source(info: ModelInfo) -> str:
+    if info.price is None or info.price not in SOURCES:
+        return "unknown"
+    url, read = SOURCES[info.price]
+    page = "model page" if "/models/" in url else "pricing page"
+    return f"[{page}]({url}), {read}"
+
+
+def render_models(today: date) -> str:
+    """The model table and its prices as the README's two Markdown tables."""
+    lines = [
+        "| model | status | context / max output | reasoning | audio in / cached / out "
+        "| text in / cached / out | image in / cached | price read from |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for info in MODELS.values():
+        if info.kind != "realtime":
+            continue
+        kinds = DEFAULT_PRICES.get(info.price or "", {})
+        window = (
+            f"{info.context_window:,} / {info.max_output_tokens:,}"
+            if info.context_window and info.max_output_tokens
+            else "unknown"
+        )
+        reasoning = {True: "yes", False: "no", None: "unknown"}[info.reasoning]
+        lines.append(
+            f"| `{info.name}` | {_status(info, today)} | {window} | {reasoning} "
+            f"| {_usd(kinds, 'audio_in', 'audio_in_cached', 'audio_out')} "
+            f"| {_usd(kinds, 'text_in', 'text_in_cached', 'text_out')} "
+            f"| {_usd(kinds, 'image_in', 'image_in_cached')} | {_source(info)} |"
+        )
+    lines += [
+        "",
+        "| transcription model | status | billed by | price | price read from |",
+        "|---|---|---|---|---|",
+    ]
+    for info in MODELS.values():
+        if info.kind != "transcription":
+            continue
+        kinds = DEFAULT_PRICES.get(info.price or "", {})
+        if "per_minute" in kinds:
+            price = f"${kinds['per_minute']:g} / minute"
+        elif kinds:
+            price = "audio in " + _usd(kinds, "audio_in") + ", text in / out "
+            price += _usd(kinds, "text_in", "text_out") + " per 1M"
+        else:
+            price = "unknown"
+        lines.append(
+            f"| `{info.name}` | {_status(info, today)} | {info.billed_by} | {price} "
+            f"| {_source(info)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     if argv == ["markdown"]:
         sys.stdout.write(render_markdown())
     elif argv == ["toml"]:
         sys.stdout.write(render_toml())
+    elif argv == ["models"]:
+        sys.stdout.write(render_models(date.fromisoformat(PRICES_READ)))
     else:
-        print("usage: python -m bridge.settings.doc markdown|toml", file=sys.stderr)
+        print("usage: python -m bridge.settings.doc markdown|toml|models", file=sys.stderr)
         return 2
     return 0
 

@@ -88,3 +88,22 @@ def test_transcription_usage_by_model() -> None:
     assert tokens["input_token_details"]["audio_tokens"] == 15 and tokens["output_tokens"] == 3
     assert bill.transcription("whisper-1", "hi", 1500) == {"type": "duration", "seconds": 1.5}
     assert len(bill.transcriptions) == 2
+    assert bill.transcription("gpt-transcribe", "hi", 2000) == {"type": "duration", "seconds": 2.0}
+
+
+def test_truncation_follows_the_session_models_context() -> None:
+    assert input_limit(SESSION) == 28_224  # no model: bounded like the smallest window
+    assert input_limit({**SESSION, "model": "gpt-realtime"}) == 28_224
+    assert input_limit({**SESSION, "model": "gpt-realtime-2.1"}) == 95_552
+    assert input_limit({**SESSION, "model": "gpt-realtime-2.1", "max_output_tokens": 4096}) == (
+        128_000 - 448 - 4096
+    )
+    # 40 turns of 1,000 audio tokens: past a 32k model's limit, within a 128k one's.
+    for model, truncated in (("gpt-realtime-1.5", True), ("gpt-realtime-2.1", False)):
+        bill, entries = Bill(), []
+        for n in range(40):
+            entries.append(
+                Entry(id=f"u{n}", role="user", type="message", text="", audio_ms=100_000)
+            )
+            usage = respond(bill, entries, {**SESSION, "model": model})
+        assert (usage["input_tokens"] < 40_000) is truncated, model

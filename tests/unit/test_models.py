@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import date
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -30,6 +31,7 @@ from bridge.billing.models import (
 from bridge.billing.prices import DEFAULT_PRICES, PRICES_READ, SOURCES, price_of
 from bridge.cli import warn_deprecated
 from bridge.settings.config import Settings
+from bridge.settings.doc import render_models
 
 TODAY = date(2026, 12, 3)
 
@@ -224,3 +226,13 @@ def test_start_warns_once_per_deprecated_model(caplog: pytest.LogCaptureFixture)
     assert [r.getMessage() for r in caplog.records] == lines
     current = Settings.model_validate({"transcription_model": ""})
     assert warn_deprecated(current, TODAY) == []
+
+
+def test_readme_lists_every_model_its_status_and_the_price_tables_date() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = render_models(date.fromisoformat(PRICES_READ))
+    assert table in readme, "regenerate: python -m bridge.settings.doc models"
+    for name in MODELS:
+        assert f"| `{name}` |" in table
+    assert "**deprecated** 2027-01-20; use `gpt-realtime-2.1`" in table
+    assert f"read on **{PRICES_READ}**" in readme
