@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit livekit-server bench clean browser page lock
+.PHONY: demo test lint typecheck unit livekit-server bench bench-peers clean browser page lock
 .PHONY: k8s-tools lint-k8s
 
 # Virtualenv with the package and its dev tools, installed from the hash-locked
@@ -92,5 +92,20 @@ bench: livekit-server
 	$(PY) -m tests.bench.serve_bench
 	$(PY) -m tests.bench.churn_bench
 
+# The benchmark's peer (livekit-agents + livekit-plugins-openai, which pin an older livekit than
+# ours) in a virtualenv of its own, from the hash-locked config/requirements/peer.txt.
+PEER_VENV  := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed-stamp
+$(PEER_STAMP): config/requirements/peer.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r config/requirements/peer.txt
+	$(PEER_VENV)/bin/python -m pip check
+	touch $(PEER_STAMP)
+
+# The bridge and livekit-agents side by side on the same livekit-server and emulator (one JSON;
+# see tests/bench/peer_bench.py). Run it on a quiet machine.
+bench-peers: livekit-server $(PEER_STAMP)
+	$(PY) -m tests.bench.peer_bench $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEER_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -68,9 +68,12 @@ class ServeProcess:
         return code
 
 
-def serve_env(server: LiveKitServer, emulator: EmulatorServer, **settings: str) -> dict[str, str]:
+def serve_env(
+    server: LiveKitServer, emulator: EmulatorServer | str, **settings: str
+) -> dict[str, str]:
     """``settings`` become ``BRIDGE_*`` variables; ``livekit_url`` (e.g. a proxy in front of
-    ``server``) replaces the server's own URL."""
+    ``server``) replaces the server's own URL. ``emulator``: in this process, or the base URL of
+    one in another."""
     env = {
         **os.environ,
         **LOOPBACK_ENV,
@@ -78,7 +81,7 @@ def serve_env(server: LiveKitServer, emulator: EmulatorServer, **settings: str) 
         "LIVEKIT_API_KEY": server.api_key,
         "LIVEKIT_API_SECRET": server.api_secret,
         "OPENAI_API_KEY": EMULATOR_KEY,
-        "OPENAI_BASE_URL": emulator.base_url,
+        "OPENAI_BASE_URL": emulator if isinstance(emulator, str) else emulator.base_url,
         "BRIDGE_EMPTY_ROOM_GRACE": "1",
         "BRIDGE_RECONCILE_INTERVAL": "30",
         "BRIDGE_DRAIN_TIMEOUT": "5",
@@ -92,7 +95,7 @@ def serve_env(server: LiveKitServer, emulator: EmulatorServer, **settings: str) 
 @contextlib.asynccontextmanager
 async def serve(
     server: LiveKitServer,
-    emulator: EmulatorServer,
+    emulator: EmulatorServer | str,
     *,
     listener: socket.socket | None = None,
     workers: int = 1,

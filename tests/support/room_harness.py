@@ -56,6 +56,7 @@ class Human:
         name: str | None = None,
         auto_subscribe: bool = True,
         listen: bool = True,
+        agent_prefix: str = "room-bridge-",
     ) -> None:
         self.server = server
         self.auto_subscribe = auto_subscribe  # False: hears nothing (benchmarks' extra humans)
@@ -72,6 +73,10 @@ class Human:
         self.audio: dict[str, TrackAudio] = {}
         self.transcripts: list[Transcript] = []
         self.states: list[str] = []
+        # (state, time.monotonic()) as each lk.agent.state change arrived.
+        self.state_at: list[tuple[str, float]] = []
+        # The agent's identity starts with this (the bridge's; the peer benchmark's agent differs).
+        self.agent_prefix = agent_prefix
         self.tools: list[str] = []  # the agent's bridge.tool attribute as it changed
         self.legacy: list[tuple[str, str, bool]] = []  # (participant, text, final)
         self.chats: list[tuple[str, str]] = []  # (sender, text) on lk.chat
@@ -226,6 +231,7 @@ class Human:
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if "lk.agent.state" in changed:
             self.states.append(changed["lk.agent.state"])
+            self.state_at.append((changed["lk.agent.state"], time.monotonic()))
         if "bridge.tool" in changed:
             self.tools.append(changed["bridge.tool"])
         self._tasks.append(asyncio.create_task(self._notify()))
@@ -255,12 +261,12 @@ class Human:
     def agent_attributes(self) -> dict[str, str]:
         """The attributes of the agent in the room (empty when none is there)."""
         for participant in self.room.remote_participants.values():
-            if participant.identity.startswith("room-bridge-"):
+            if participant.identity.startswith(self.agent_prefix):
                 return dict(participant.attributes)
         return {}
 
     def agent_tracks(self) -> list[TrackAudio]:
-        return [a for a in self.audio.values() if a.owner.startswith("room-bridge-")]
+        return [a for a in self.audio.values() if a.owner.startswith(self.agent_prefix)]
 
     def answer_track(self) -> TrackAudio | None:
         """The agent track that answers this human (attribute ``bridge.track.<identity>``),
