@@ -15,3 +15,15 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 FRAME_SECONDS = FRAME_MS / 1000
 
 Pcm = npt.NDArray[np.int16]
+
+
+def loud_peak(threshold_dbfs: float) -> float:
+    """The sample peak of a frame as loud as ``threshold_dbfs`` (full scale = 32768): a frame
+    whose peak is above it counts as loud, i.e. someone is speaking (see ``is_loud``)."""
+    return 32768 * 10 ** (threshold_dbfs / 20)
+
+
+def is_loud(pcm: Pcm, peak: float) -> bool:
+    """Whether a frame's peak sample is above ``peak`` (from ``loud_peak``). Two reductions, no
+    temporary array (``np.abs`` would allocate one per frame)."""
+    return max(int(pcm.max()), -int(pcm.min())) > peak

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from bridge.audio import FRAME_MS, Pcm
+from bridge.audio import FRAME_MS, Pcm, is_loud, loud_peak
 from bridge.vad import EnergyVad, VadConfig, VadEvent
 
 # While catching up, quiet live frames are kept up to this many in a row (a short gap between
@@ -25,7 +25,7 @@ class Backlog:
     def __init__(self, config: VadConfig, max_s: float) -> None:
         self._config = config
         self._max_frames = int(max_s * 1000 / FRAME_MS)
-        self._loud_peak = 32768 * 10 ** (config.threshold_dbfs / 20)
+        self._loud_peak = loud_peak(config.threshold_dbfs)
         self._vad = EnergyVad(config)
         # (detector ms, monotonic capture time, frame)
         self._held: deque[tuple[int, float, Pcm]] = deque(maxlen=self._max_frames or 1)
@@ -73,7 +73,7 @@ class Backlog:
         skipped to catch up)."""
         if not self._replay:
             return pcm, now
-        loud = max(int(pcm.max()), -int(pcm.min())) > self._loud_peak
+        loud = is_loud(pcm, self._loud_peak)
         self._quiet_run = 0 if loud else self._quiet_run + 1
         if loud or self._quiet_run <= KEEP_QUIET_FRAMES:
             self._replay.append((pcm, now))

@@ -1,6 +1,6 @@
 """LiveKit frames <-> aiortc tracks, for one human's session.
 
-    mic:     rtc.AudioStream (48 kHz mono, 20 ms) -> MicrophonePump -> PcmAudioTrack -> model
+    mic:     rtc.AudioStream (48 kHz mono, 20 ms) -> MicrophonePump -> UplinkGate -> PcmAudioTrack
     camera:  rtc.VideoStream -> VideoSampler (<= fps, <= max size) -> VideoFrameTrack -> model
     voice:   model -> AudioReceiver -> SpeakerPump -> rtc.AudioSource -> agent track in the room
 
@@ -10,94 +10,42 @@ loops run, so one pump serves every call a session makes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
-from typing import Protocol
 
 import av
 import numpy as np
 from livekit import rtc
 
-from bridge.audio import SAMPLE_RATE
+from bridge.audio import FRAME_MS, SAMPLE_RATE
 from bridge.metrics import AUDIO_FRAMES_DROPPED
 from bridge.realtime.instruments import FrameProbe
-from bridge.realtime.tracks import AudioReceiver, PcmAudioTrack, VideoFrameTrack
-from bridge.room.backlog import Backlog
+from bridge.realtime.tracks import AudioReceiver, VideoFrameTrack
+from bridge.room.uplink import UplinkGate
 from bridge.settings.config import Settings
-from bridge.vad import VadConfig
 
 logger = logging.getLogger(__name__)
 
 
-class Uplink(Protocol):
-    """What a session's calls hear: one microphone (MicrophonePump) or the room's mix
-    (bridge/room/mixer.py). ``attach(None)``: no call; ``woke`` is set when speech starts."""
-
-    woke: asyncio.Event
-    dropped: int
-    watch_level: bool  # while on, ``last_loud_at`` follows speech (a call switch is pending)
-    last_loud_at: float
-    backlog: Backlog  # what is said while no call is up, for the next call
-
-    def attach(self, sink: PcmAudioTrack | None) -> None: ...
-
-    async def run(self) -> None: ...
-
-
 class MicrophonePump:
-    """The human's microphone into the current call. With no call attached (the session is idle)
-    it listens for speech and sets ``woke``."""
+    """The human's microphone into the current call, through its gate (bridge/room/uplink.py):
+    with no call attached (the session is idle) the gate listens for speech and sets ``woke``."""
 
     def __init__(
         self, track: rtc.Track, settings: Settings, probe: FrameProbe | None = None
     ) -> None:
         self._track = track
-        self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
-        self._sink: PcmAudioTrack | None = None
-        # What is said while no call is up, for the next call (bridge/room/backlog.py).
-        self.backlog = Backlog(
-            VadConfig(threshold=settings.vad_threshold), settings.uplink_backlog_s
-        )
-        self.woke = asyncio.Event()
-        self.dropped = 0
-        self._dropped_seen = 0
-        # While ``watch_level`` is on (a call switch is pending), when the human was last loud
-        # enough to be speaking; the model's own speech events lag behind this.
-        self.watch_level = False
-        self.last_loud_at = -float("inf")
-        self._loud_peak = 32768 * 10 ** (
-            VadConfig(threshold=settings.vad_threshold).threshold_dbfs / 20
-        )
-
-    def attach(self, sink: PcmAudioTrack | None) -> None:
-        self._sink = sink
-        self._dropped_seen = 0
-        self.woke.clear()
-        self.backlog.attach(sink is not None)
+        self.gate = UplinkGate(settings, probe)
 
     async def run(self) -> None:
         stream = rtc.AudioStream(
-            self._track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=20
+            self._track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=FRAME_MS
         )
+        gate = self.gate
         try:
             async for event in stream:
-                pcm = np.frombuffer(event.frame.data, dtype=np.int16)
-                if self._probe is not None:
-                    self._probe("uplink_in", pcm, time.perf_counter())
-                sink = self._sink
-                if sink is not None:
-                    sink.push(self.backlog.feed(pcm, time.monotonic())[0])
-                    if sink.dropped_frames != self._dropped_seen:
-                        new = sink.dropped_frames - self._dropped_seen
-                        AUDIO_FRAMES_DROPPED.labels("uplink").inc(new)
-                        self.dropped += new
-                        self._dropped_seen = sink.dropped_frames
-                    if self.watch_level and max(int(pcm.max()), -int(pcm.min())) > self._loud_peak:
-                        self.last_loud_at = time.monotonic()
-                elif self.backlog.hold(pcm, time.monotonic()):
-                    self.woke.set()
+                gate.frame(np.frombuffer(event.frame.data, dtype=np.int16))
         finally:
             await stream.aclose()
 
@@ -219,4 +167,4 @@ class SpeakerPump:
             self._receiver = None
 
 
-__all__ = ["MicrophonePump", "SpeakerPump", "Uplink", "VideoSampler", "fit"]
+__all__ = ["MicrophonePump", "SpeakerPump", "VideoSampler", "fit"]

@@ -3,7 +3,7 @@
     mics = MixedMicrophones(settings)
     mics.add("alice", track)                 # any time, also while running
     task = asyncio.create_task(mics.run())   # mixed 20 ms frames -> the attached call
-    mics.attach(pcm_track)                   # the call's uplink (None: listen for speech only)
+    mics.gate.attach(pcm_track)              # the call's uplink (None: listen for speech only)
     mics.speaker(start_ms, end_ms)           # whose turn that span of the call's input was
     await mics.remove("alice")
 
@@ -21,7 +21,6 @@ speaking first. No speech at all in the span: the most energy.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 import time
@@ -32,9 +31,7 @@ import numpy as np
 from livekit import rtc
 
 from bridge.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
-from bridge.metrics import AUDIO_FRAMES_DROPPED
-from bridge.realtime.tracks import PcmAudioTrack
-from bridge.room.backlog import Backlog
+from bridge.room.uplink import UplinkGate
 from bridge.settings.config import Settings
 from bridge.vad import VadConfig
 
@@ -100,20 +97,14 @@ class _Mic:
 class MixedMicrophones:
     def __init__(self, settings: Settings) -> None:
         config = VadConfig(threshold=settings.vad_threshold)
+        # A frame's mean power above this is speech (the energy VAD's threshold).
         self._speech_power = (10 ** (config.threshold_dbfs / 10)) * 32768.0**2
-        self.backlog = Backlog(config, settings.uplink_backlog_s)  # see MicrophonePump
+        self.gate = UplinkGate(settings)  # the mix into the call (bridge/room/uplink.py)
         self._mics: dict[str, _Mic] = {}
         self._mixer: rtc.AudioMixer | None = None
-        self._sink: PcmAudioTrack | None = None
         # (the call's input clock in ms, wall-clock time) as each mixed frame was sent.
         self._sent: deque[tuple[int, float]] = deque(maxlen=_LEVEL_FRAMES)
-        self._dropped_seen = 0
-        self.woke = asyncio.Event()
-        self.dropped = 0
         self.mixed_frames = 0
-        self.watch_level = False  # see MicrophonePump: anyone loud enough to be speaking
-        self.last_loud_at = -float("inf")
-        self._loud_peak = 32768 * 10 ** (config.threshold_dbfs / 20)
 
     @property
     def padded(self) -> int:
@@ -146,14 +137,7 @@ class MixedMicrophones:
         for identity in list(self._mics):
             await self.remove(identity)
 
-    # ---- the uplink (the same interface as MicrophonePump) ---------------------------------------
-
-    def attach(self, sink: PcmAudioTrack | None) -> None:
-        self._sink = sink
-        self._sent.clear()
-        self._dropped_seen = 0
-        self.woke.clear()
-        self.backlog.attach(sink is not None)
+    # ---- the uplink (like MicrophonePump: frames through the gate) ------------------------------
 
     async def run(self) -> None:
         mixer = rtc.AudioMixer(
@@ -166,26 +150,18 @@ class MixedMicrophones:
         self._mixer = mixer
         for mic in self._mics.values():
             mixer.add_stream(mic)
+        gate = self.gate
+        attachments = gate.attachments
         try:
             async for frame in mixer:
                 self.mixed_frames += 1
-                pcm = np.frombuffer(frame.data, dtype=np.int16)
-                sink = self._sink
-                if sink is None:
-                    if self.backlog.hold(pcm, time.monotonic()):
-                        self.woke.set()
-                    continue
+                if gate.attachments != attachments:
+                    attachments = gate.attachments
+                    self._sent.clear()  # another call: another input clock
                 # Held speech goes out late: attributed by when it was said.
-                pcm, said_at = self.backlog.feed(pcm, time.monotonic())
-                sink.push(pcm)
-                self._sent.append((sink.sent_ms, said_at))
-                if self.watch_level and max(int(pcm.max()), -int(pcm.min())) > self._loud_peak:
-                    self.last_loud_at = time.monotonic()
-                if sink.dropped_frames != self._dropped_seen:
-                    new = sink.dropped_frames - self._dropped_seen
-                    AUDIO_FRAMES_DROPPED.labels("uplink").inc(new)
-                    self.dropped += new
-                    self._dropped_seen = sink.dropped_frames
+                sent = gate.frame(np.frombuffer(frame.data, dtype=np.int16))
+                if sent is not None:
+                    self._sent.append(sent)
         finally:
             self._mixer = None
             await mixer.aclose()

@@ -48,13 +48,14 @@ from bridge.room.agent_state import AgentState, AttributeWriter
 from bridge.room.answer_tracks import AnswerTrack, AnswerTracks
 from bridge.room.budget import SessionCost
 from bridge.room.conversation import ConversationState, Line
-from bridge.room.media import SpeakerPump, Uplink, VideoSampler
+from bridge.room.media import SpeakerPump, VideoSampler
 from bridge.room.meeting import Meeting
 from bridge.room.rollover import CallLeg, Rollover
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
 from bridge.room.tools.runner import ToolRunner, played_out
 from bridge.room.transcripts import Transcripts
+from bridge.room.uplink import Uplink
 from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class ParticipantSession:
             activity=self._last_sound,
             audio_queued=lambda: self._source.queued_duration if self._source else 0.0,
             busy=lambda: self._tools is not None and self._tools.busy,
-            listen=lambda on: setattr(self._mic, "watch_level", on),
+            listen=lambda on: setattr(self._mic.gate, "watch_level", on),
             expect_responses=settings.response_policy == "auto",
             expect_transcripts=bool(settings.transcription_model),
             backoff_initial=settings.retry_backoff_initial,
@@ -194,12 +195,12 @@ class ParticipantSession:
         return list(self._pump.residence) if self._pump is not None else []
 
     def dropped_frames(self) -> int:
-        return self._mic.dropped + (self._pump.dropped if self._pump is not None else 0)
+        return self._mic.gate.dropped + (self._pump.dropped if self._pump is not None else 0)
 
     def _last_sound(self) -> float:
         """When the human or the agent was last heard, or the human last chatted (monotonic)."""
         agent = self._pump.last_sound_at if self._pump is not None else -float("inf")
-        return max(self._last_activity, self._mic.last_loud_at, agent)
+        return max(self._last_activity, self._mic.gate.last_loud_at, agent)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -362,7 +363,7 @@ class ParticipantSession:
             if ending == "idle":
                 logger.info("session idle; call ended until the human speaks", extra=self._extra)
                 self._set_state(AgentState.IDLE)
-                await self._mic.woke.wait()
+                await self._mic.gate.woke.wait()
             elif ending == "closed":
                 # A call that keeps dropping soon after connecting is retried like a refusal,
                 # so a flapping service gets backoff, not a reconnect storm.
@@ -468,7 +469,7 @@ class ParticipantSession:
         SESSIONS_ACTIVE.inc()
         if call.connect_seconds is not None:
             CALL_SETUP_SECONDS.observe(call.connect_seconds)
-        self._mic.attach(leg.audio)
+        self._mic.gate.attach(leg.audio)
         self._sampler.attach(leg.video)
         logger.info("session call ready", extra={**self._extra, "call_id": call.call_id})
 
@@ -517,7 +518,7 @@ class ParticipantSession:
         finally:
             self.conversation.end_call()
             self._input_text.clear()
-            self._mic.attach(None)
+            self._mic.gate.attach(None)
             self._sampler.attach(None)
             if self._transcripts is not None:
                 self._transcripts.interrupted()
@@ -608,7 +609,7 @@ class ParticipantSession:
                 extra=self._extra,
             )
         self._pending_texts.append(text)  # delivered when the next call is up
-        self._mic.woke.set()
+        self._mic.gate.woke.set()
 
     def _send_text(self, call: RealtimeCall, text: str) -> None:
         call.send(ev.ConversationItemCreate.user_text(text))
