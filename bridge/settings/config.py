@@ -511,6 +511,16 @@ class Settings(BaseSettings):
         default="text", description="`json` for one JSON object per line (Kubernetes)."
     )
 
+    # ---- Traces ------------------------------------------------------------------------------
+    trace_content: bool = Field(
+        default=False,
+        description=(
+            "Put what people said and typed (transcripts, chat text) into the OpenTelemetry "
+            "spans of turns. Off: spans carry timings, ids, models, usage and cost only. Traces "
+            "themselves are on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (README, Traces)."
+        ),
+    )
+
     @field_validator("prices", mode="before")
     @classmethod
     def _prices(cls, value: Any) -> Any:

@@ -28,6 +28,7 @@ SECTIONS = {
     "prices": "Cost",
     "server_host": "Dispatch service",
     "log_level": "Logging",
+    "trace_content": "Traces",
 }
 
 

@@ -14,27 +14,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "bridge"
-SIDES = ("room", "service", "local", "realtime", "emulator", "settings", "billing")
+SIDES = ("room", "service", "local", "realtime", "emulator", "settings", "billing", "tracing")
 # The entry points wire the sides together: they may import every side, and no side (nor the
 # plumbing) may import them, or a room module could reach the service through ``bridge.commands``.
 ENTRY_POINTS = {"cli", "commands", "__main__"}
 # Who may import which side of the package; "plumbing" is a module at bridge's top level. The
 # sides are layers, each importing only those below it: plumbing <- billing <- settings <-
-# realtime <- emulator, room <- service <- local <- entry points. No exceptions.
+# tracing <- realtime <- emulator, room <- service <- local <- entry points. No exceptions (the
+# emulator, a stand-in for the model, makes no spans).
 ALLOWED: dict[str, set[str]] = {
     "plumbing": {"plumbing"},
     "billing": {"billing", "plumbing"},
     "settings": {"settings", "billing", "plumbing"},
-    "realtime": {"realtime", "settings", "billing", "plumbing"},
+    "tracing": {"tracing", "settings", "billing", "plumbing"},
+    "realtime": {"realtime", "tracing", "settings", "billing", "plumbing"},
     "emulator": {"emulator", "realtime", "settings", "billing", "plumbing"},
-    "room": {"room", "realtime", "settings", "billing", "plumbing"},
-    "service": {"service", "room", "realtime", "settings", "billing", "plumbing"},
+    "room": {"room", "realtime", "tracing", "settings", "billing", "plumbing"},
+    "service": {"service", "room", "realtime", "tracing", "settings", "billing", "plumbing"},
     "local": {
         "local",
         "service",
         "room",
         "realtime",
         "emulator",
+        "tracing",
         "settings",
         "billing",
         "plumbing",
@@ -42,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "entry": {"entry", *SIDES, "plumbing"},
 }
 # LiveKit types stay on the room side of the bridge (and in the local stack and service).
-NO_LIVEKIT = {"realtime", "emulator", "settings", "billing", "plumbing"}
+NO_LIVEKIT = {"realtime", "emulator", "tracing", "settings", "billing", "plumbing"}
 
 
 def side_of(module: str) -> str | None:
