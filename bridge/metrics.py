@@ -38,6 +38,12 @@ HTTP_REJECTED = Counter(
     "lines, bad signature or token, body too large), by reason.",
     ["reason"],
 )
+LIVEKIT_API_CALLS = Counter(
+    "bridge_livekit_api_calls_total",
+    "Calls to LiveKit's server API, by method and result (ok, refused, unreachable, timeout, or "
+    "LiveKit's error code).",
+    ["method", "result"],
+)
 RECONCILE_RUNS = Counter("bridge_reconcile_runs_total", "Reconcile passes, by result.", ["result"])
 TOOL_CALLS = Counter(
     "bridge_tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"]

@@ -66,6 +66,7 @@ from bridge.metrics import (
 from bridge.room.identity import NAME_ATTRIBUTE, STATE_ATTRIBUTE, agent_identity
 from bridge.service.dispatch import Dispatcher
 from bridge.service.eligibility import decide, dispatch_overrides, merge_overrides
+from bridge.service.livekit_api import LiveKitAPIError, LiveKitServerAPI
 from bridge.service.orphan_jobs import watch_orphans
 from bridge.settings.config import SessionOverrides, Settings
 
@@ -139,9 +140,10 @@ def percentile(values: list[float], q: float) -> float:
 class AgentWorker:
     """One registration with LiveKit for this ``serve`` instance (its parent process)."""
 
-    def __init__(self, settings: Settings, dispatcher: Dispatcher) -> None:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, lkapi: LiveKitServerAPI) -> None:
         self.settings = settings
         self._dispatcher = dispatcher
+        self._lkapi = lkapi
         dispatcher.listeners.append(self)
         self._tasks = TaskSet("agent-worker")
         self._outbox: asyncio.Queue[lkagent.WorkerMessage] = asyncio.Queue(OUTBOX_SIZE)
@@ -504,12 +506,11 @@ class AgentWorker:
         stands = False
         if job.dispatch_id and self._dispatcher.serves(job.room):
             try:
-                listed = await asyncio.wait_for(
-                    self._dispatcher.api.agent_dispatch.list_dispatch(job.room),
-                    self.settings.agent_dispatch_timeout,
+                listed = await self._lkapi.list_dispatch(
+                    job.room, self.settings.agent_dispatch_timeout
                 )
                 stands = any(d.id == job.dispatch_id for d in listed)
-            except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except LiveKitAPIError as exc:
                 logger.info("agent dispatch: could not list dispatches (%s); leaving", exc)
         if stands:
             AGENT_TERMINATIONS.labels("kept").inc()
@@ -545,9 +546,7 @@ class AgentWorker:
             return
         if self._orphan_watch is None or self._orphan_watch.done():
             self._orphan_watch = self._tasks.create_task(
-                watch_orphans(
-                    self.settings, lambda: self._dispatcher.api, self._orphans, self._orphan_ended
-                ),
+                watch_orphans(self.settings, self._lkapi, self._orphans, self._orphan_ended),
                 name="orphans",
             )
 
@@ -586,7 +585,7 @@ class AgentWorker:
             return
         dispatcher = self._dispatcher
         maximum = self.settings.max_sessions
-        committed = dispatcher.committed
+        committed = dispatcher.sessions
         full = dispatcher.draining or committed >= maximum
         status = lkagent.WS_FULL if full else lkagent.WS_AVAILABLE
         load = round(min(1.0, committed / maximum), 4)

@@ -16,9 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-import aiohttp
-from livekit import api
-
+from bridge.service.livekit_api import LiveKitAPIError, LiveKitServerAPI
 from bridge.settings.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,14 +36,14 @@ class OrphanedJob(Protocol):
 J = TypeVar("J", bound=OrphanedJob)
 
 
-async def dispatch_gone(lkapi: api.LiveKitAPI, job: OrphanedJob, timeout: float) -> bool | None:
+async def dispatch_gone(lkapi: LiveKitServerAPI, job: OrphanedJob, timeout: float) -> bool | None:
     """Whether LiveKit no longer lists the job's dispatch for its room (None: could not tell)."""
     try:
-        listed = await asyncio.wait_for(lkapi.agent_dispatch.list_dispatch(job.room), timeout)
-    except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        listed = await lkapi.list_dispatch(job.room, timeout)
+    except LiveKitAPIError as exc:
         logger.info(
             "agent dispatch: could not list dispatches (%s); job %s checked again later",
-            str(exc) or type(exc).__name__,
+            exc,
             job.id,
             extra={"room": job.room},
         )
@@ -55,7 +53,7 @@ async def dispatch_gone(lkapi: api.LiveKitAPI, job: OrphanedJob, timeout: float)
 
 async def watch_orphans(
     settings: Settings,
-    lkapi: Callable[[], api.LiveKitAPI],
+    lkapi: LiveKitServerAPI,
     orphans: Callable[[], list[J]],
     leave: Callable[[J], None],
 ) -> None:
@@ -64,7 +62,7 @@ async def watch_orphans(
     while orphans():
         await asyncio.sleep(settings.reconcile_interval)
         for job in orphans():
-            if await dispatch_gone(lkapi(), job, settings.agent_dispatch_timeout):
+            if await dispatch_gone(lkapi, job, settings.agent_dispatch_timeout):
                 logger.info(
                     "agent dispatch: the dispatch of job %s (from an earlier registration, which "
                     "LiveKit cannot terminate) is gone; leaving the room",

@@ -37,6 +37,7 @@ from bridge.metrics import WEBHOOKS
 from bridge.service.agent_worker import AgentWorker
 from bridge.service.dispatch import Dispatcher, Outcome, Rooms
 from bridge.service.http_guard import Rejections
+from bridge.service.livekit_api import LiveKitServerAPI
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
 
 logger = logging.getLogger(__name__)
@@ -61,9 +62,13 @@ class BridgeServer:
     def __init__(self, settings: Settings, rooms: Rooms, *, workers_alive: Any = None) -> None:
         self.settings = settings
         self.rooms = rooms
-        self.dispatcher = Dispatcher(settings, rooms)
+        # LiveKit's server API: one client for the dispatcher's checks and the agent worker's.
+        self.lkapi = LiveKitServerAPI(settings)
+        self.dispatcher = Dispatcher(settings, rooms, self.lkapi)
         # LiveKit agent dispatch: one registration per serve instance, here in the parent.
-        self.agent = AgentWorker(settings, self.dispatcher) if settings.agent_dispatch else None
+        self.agent = (
+            AgentWorker(settings, self.dispatcher, self.lkapi) if settings.agent_dispatch else None
+        )
         assert settings.livekit_api_key and settings.livekit_api_secret
         self._receiver = api.WebhookReceiver(
             api.TokenVerifier(
@@ -103,6 +108,7 @@ class BridgeServer:
             await self.agent.aclose()
         await self._tasks.aclose()
         await self.dispatcher.aclose()
+        await self.lkapi.aclose()
 
     async def _tick(self) -> None:
         while True:
@@ -158,19 +164,19 @@ class BridgeServer:
         except Exception as exc:  # jwt and livekit raise plain exceptions
             return reject("unauthorized", f"signature check failed: {one_line(str(exc), 120)}")
         try:
-            outcome = self.dispatcher.on_webhook(event)
+            outcome = await self.dispatcher.on_webhook(event)
         except Exception:  # a bug; reconcile heals what this webhook would have done
-            logger.exception("webhook %s could not be handled", event.event)
+            logger.exception("webhook %s could not be handled", one_line(event.event, 40))
             return Outcome("error", "could not be handled")
         logger.info(
             "webhook %s: %s%s",
-            event.event or "?",
+            one_line(event.event, 40) or "?",
             outcome.outcome,
             f" ({outcome.detail})" if outcome.detail else "",
             extra={
                 "room": event.room.name or None,
                 "participant": event.participant.identity or None,
-                "event_id": event.id,
+                "event_id": one_line(event.id, 60),
             },
         )
         return outcome

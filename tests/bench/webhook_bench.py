@@ -7,6 +7,12 @@ Reports the response status counts, response time p50/p99 (client side), and the
 serve process tree before and after. Everything stays on 127.0.0.1.
 
     python -m tests.bench.webhook_bench [--deliveries 2000] [--senders 16] [--rooms 8]
+
+``--burst N``: instead, how long a human waits for the agent (their connect to the agent in the
+room, LiveKit's own webhooks) right after N signed ``room_started`` events for empty rooms hit an
+idle pod at once, against the same wait with no burst, alternating, ``--repeats`` times each.
+
+    python -m tests.bench.webhook_bench --burst 50 [--repeats 8]
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from tests.bench.realtime_bench import _pct
 from tests.support.dispatch_harness import (
     ServeProcess,
     agents_in,
+    listeners,
+    livekit_with_webhooks,
     participant_joined,
+    room_started,
     serve,
     signed_webhook,
 )
@@ -183,12 +192,77 @@ async def one_human_each(
         yield
 
 
+async def agent_wait(server: LiveKitServer, room: str) -> float:
+    """Seconds from a human's connect to the agent being in the room."""
+    async with humans(server, room, "alice", publish_mic=False):
+        started = time.perf_counter()
+        while not await agents_in(server, room):
+            if time.perf_counter() - started > 30:
+                raise TimeoutError(f"no agent in {room}")
+            await asyncio.sleep(0.01)
+        return time.perf_counter() - started
+
+
+async def run_burst(burst: int, repeats: int) -> dict[str, Any]:
+    options = EmulatorOptions(api_key=SecretStr(EMULATOR_KEY))
+    waits: dict[str, list[float]] = {"quiet": [], "after_burst": []}
+    statuses: Counter[str] = Counter()
+    async with (
+        listeners() as (listener,),
+        livekit_with_webhooks(listener) as server,
+        EmulatorServer(test_settings(), options) as emulator,
+        serve(
+            server,
+            emulator,
+            listener=listener,
+            reconcile_interval="600",
+            max_sessions="8",
+            empty_room_grace="0",
+            log_level="WARNING",
+        ) as bridge,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        for n in range(repeats * 2):
+            tag = uuid.uuid4().hex[:6]
+            kind = "after_burst" if n % 2 else "quiet"
+            if kind == "after_burst":
+                deliveries = [
+                    signed_webhook(server, room_started(f"empty-{tag}-{i}", event_id=f"E{tag}{i}"))
+                    for i in range(burst)
+                ]
+                answers = await asyncio.gather(
+                    *(
+                        client.post(bridge.url + "/webhook", content=b, headers=h)
+                        for b, h in deliveries
+                    )
+                )
+                statuses.update(str(r.status_code) for r in answers)
+            waits[kind].append(await agent_wait(server, f"real-{tag}"))
+            await asyncio.sleep(1.0)  # the agent leaves the empty room before the next trial
+    ms = {k: [t * 1000 for t in v] for k, v in waits.items()}
+    return {
+        "bench": "webhook_burst",
+        "burst": burst,
+        "repeats": repeats,
+        "burst_statuses": dict(statuses),
+        "agent_wait_ms": {
+            k: {"p50": round(_pct(v, 0.5), 1), "max": round(max(v), 1)} for k, v in ms.items()
+        },
+        "p50_ratio_after_burst": round(_pct(ms["after_burst"], 0.5) / _pct(ms["quiet"], 0.5), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deliveries", type=int, default=2000)
     parser.add_argument("--senders", type=int, default=16)
     parser.add_argument("--rooms", type=int, default=8)
+    parser.add_argument("--burst", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=8)
     args = parser.parse_args()
+    if args.burst:
+        print(json.dumps(asyncio.run(run_burst(args.burst, args.repeats))))
+        return
     print(json.dumps(asyncio.run(run(args.deliveries, args.senders, args.rooms))))
 
 

@@ -176,6 +176,14 @@ def participant_joined(room: str, identity: str, *, event_id: str = "EV_test") -
     return event
 
 
+def room_started(room: str, *, participants: int = 0, event_id: str = "EV_started") -> WebhookEvent:
+    event = WebhookEvent(event="room_started", id=event_id, created_at=int(time.time()))
+    event.room.name = room
+    event.room.sid = f"RM_{event_id}"
+    event.room.num_participants = participants
+    return event
+
+
 async def agents_in(server: LiveKitServer, room: str) -> list[str]:
     async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lkapi:
         listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))

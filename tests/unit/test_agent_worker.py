@@ -59,7 +59,8 @@ def handle(worker: AgentWorker, frame: bytes) -> lkagent.AvailabilityResponse | 
 
 
 async def connected(settings: Settings, rooms: FakeRooms) -> AgentWorker:
-    worker = AgentWorker(settings, Dispatcher(settings, rooms))
+    dispatcher = Dispatcher(settings, rooms)
+    worker = AgentWorker(settings, dispatcher, dispatcher.lkapi)
     worker._connected = True  # as after registration; nothing is actually sent
     return worker
 
@@ -109,7 +110,7 @@ async def test_bad_frames_and_bad_offers_are_logged_and_survived(settings: Setti
 async def test_draining_refuses_and_reports_full(settings: Settings) -> None:
     rooms = FakeRooms()
     dispatcher = Dispatcher(settings, rooms)
-    worker = AgentWorker(settings, dispatcher)
+    worker = AgentWorker(settings, dispatcher, dispatcher.lkapi)
     worker._connected = True
     dispatcher.draining = True
     (update,) = [m.update_worker for m in sent(worker)]
@@ -170,7 +171,7 @@ async def test_job_status_follows_the_room_failed_with_the_error_or_success(
 
     monkeypatch.setattr(dispatcher, "_look", look)
     monkeypatch.setattr(dispatcher, "_room_sid", room_sid)
-    worker = AgentWorker(settings, dispatcher)
+    worker = AgentWorker(settings, dispatcher, dispatcher.lkapi)
     worker._connected = True
 
     # The join fails: the job failed, with the join's error.
@@ -379,7 +380,7 @@ async def test_reconnects_with_growing_jittered_backoff_and_survives_bad_frames(
             update={"livekit_url": server.url, "agent_reconnect_max": 2.0}
         )
         dispatcher = Dispatcher(settings, rooms)
-        worker = AgentWorker(settings, dispatcher)
+        worker = AgentWorker(settings, dispatcher, dispatcher.lkapi)
         pauses: list[float] = []
         registered_while_paused: list[float] = []
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from livekit import api
 from pydantic import SecretStr
 
+from bridge.service.livekit_api import LiveKitAPIError, LiveKitServerAPI
 from bridge.service.orphan_jobs import watch_orphans
 from bridge.settings.config import Settings
 
@@ -22,26 +23,24 @@ class Job:
 Answer = list[str] | Exception
 
 
-class Dispatches:
-    """``LiveKitAPI.agent_dispatch``: per room, the dispatch ids each call lists (the last answer
-    repeats; an exception: that call fails)."""
+class Dispatches(LiveKitServerAPI):
+    """LiveKit's server API as the orphan watch uses it: per room, the dispatch ids each
+    ``list_dispatch`` lists (the last answer repeats; an exception: that call fails)."""
 
-    def __init__(self, answers: dict[str, list[Answer]]) -> None:
+    def __init__(self, settings: Settings, answers: dict[str, list[Answer]]) -> None:
+        super().__init__(settings)
         self.answers = answers
         self.calls: list[str] = []
 
-    async def list_dispatch(self, room_name: str) -> list[api.AgentDispatch]:
+    async def list_dispatch(
+        self, room_name: str, timeout: float | None = None
+    ) -> list[api.AgentDispatch]:
         answers = self.answers[room_name]
         answer = answers[min(self.calls.count(room_name), len(answers) - 1)]
         self.calls.append(room_name)
         if isinstance(answer, Exception):
             raise answer
         return [api.AgentDispatch(id=i, room=room_name) for i in answer]
-
-
-class FakeAPI:
-    def __init__(self, dispatches: Dispatches) -> None:
-        self.agent_dispatch = dispatches
 
 
 async def test_rooms_whose_dispatch_is_gone_are_left_the_rest_kept() -> None:
@@ -56,13 +55,14 @@ async def test_rooms_whose_dispatch_is_gone_are_left_the_rest_kept() -> None:
         "stands": Job("AJ_2", "stands", "AD_2"),
         "flaky": Job("AJ_3", "flaky", "AD_3"),
     }
-    restarting = api.TwirpError("unavailable", "LiveKit is restarting", status=503)
+    restarting = LiveKitAPIError("LiveKit is restarting", retryable=True, code="unavailable")
     dispatches = Dispatches(
+        settings,
         {
             "gone": [["AD_other"]],
             "stands": [["AD_x", "AD_2"]],
             "flaky": [restarting, restarting, []],  # gone, once LiveKit answers
-        }
+        },
     )
     left: list[str] = []
 
@@ -74,11 +74,7 @@ async def test_rooms_whose_dispatch_is_gone_are_left_the_rest_kept() -> None:
         left.append(job.room)
         del jobs[job.room]
 
-    fake = FakeAPI(dispatches)
-    await asyncio.wait_for(
-        watch_orphans(settings, lambda: fake, orphans, leave),  # type: ignore[arg-type, return-value]
-        5,
-    )
+    await asyncio.wait_for(watch_orphans(settings, dispatches, orphans, leave), 5)
     assert left == ["gone", "flaky"]
     assert jobs == {"stands": Job("AJ_2", "stands", "AD_2")}
     assert dispatches.calls.count("flaky") == 3
