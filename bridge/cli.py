@@ -15,6 +15,7 @@ from bridge import __version__
 from bridge.billing.models import deprecation_warning
 from bridge.logs import setup_logging
 from bridge.settings.config import ConfigError, Settings, load_settings
+from bridge.tracing.export import Tracing, start_tracing
 
 logger = logging.getLogger("bridge")
 
@@ -176,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "emulator":
         warn_deprecated(settings)
     command = _commands()[args.command]
+    # Spans come from the processes that serve rooms (serve's workers start their own); with no
+    # OTLP endpoint in the environment this installs nothing.
+    tracing = start_tracing(args.command) if args.command in ("serve", "join") else Tracing()
     try:
         return asyncio.run(command(args, settings))
     except ConfigError as exc:
@@ -184,3 +188,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        tracing.shutdown()

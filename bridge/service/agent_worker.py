@@ -69,6 +69,7 @@ from bridge.service.eligibility import decide, dispatch_overrides, merge_overrid
 from bridge.service.livekit_api import LiveKitAPIError, LiveKitServerAPI
 from bridge.service.orphan_jobs import watch_orphans
 from bridge.settings.config import SessionOverrides, Settings
+from bridge.tracing import spans
 
 logger = logging.getLogger(__name__)
 
@@ -481,13 +482,21 @@ class AgentWorker:
             id=job.id, room=offer.room, dispatch_id=job.dispatch_id, worker_id=self.worker_id
         )
         self._jobs[job.id] = tracked
-        if offer.join:
-            self._dispatcher.assigned(offer.room, offer.overrides)
-        elif not self._dispatcher.busy_with(offer.room):
-            # The room ended between offer and assignment: join it after all.
-            self._dispatcher.dispatch(offer.room, offer.overrides)
-        elif self._dispatcher.serves(offer.room):
-            self._job_status(tracked, lkagent.JS_RUNNING)
+        attributes = {
+            "livekit.room.name": offer.room,
+            "livekit.job.id": job.id,
+            "livekit.dispatch.id": job.dispatch_id,
+            "livekit.agent.name": self.settings.agent_name,
+        }
+        # The join it starts continues this span's trace, into the room's worker process.
+        with spans.current_span("agent job", attributes, kind=spans.SpanKind.CONSUMER):
+            if offer.join:
+                self._dispatcher.assigned(offer.room, offer.overrides)
+            elif not self._dispatcher.busy_with(offer.room):
+                # The room ended between offer and assignment: join it after all.
+                self._dispatcher.dispatch(offer.room, offer.overrides)
+            elif self._dispatcher.serves(offer.room):
+                self._job_status(tracked, lkagent.JS_RUNNING)
         self.changed()
 
     def _on_termination(self, job_id: str) -> None:

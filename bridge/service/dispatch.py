@@ -47,6 +47,7 @@ from bridge.service.livekit_api import LiveKitAPIError, LiveKitServerAPI
 from bridge.service.local_rooms import RoomInfo
 from bridge.service.reconcile import Reconciler
 from bridge.settings.config import SessionOverrides, Settings
+from bridge.tracing import spans
 
 logger = logging.getLogger(__name__)
 
@@ -362,9 +363,21 @@ class Dispatcher:
     ) -> None:
         self._joining.add(room)
         self._tasks.create_task(
-            self._join(room, overrides, sid, check_agent=check_agent), name=f"join-{room}"
+            self._traced_join(room, overrides, sid, check_agent=check_agent), name=f"join-{room}"
         )
         self.changed()
+
+    async def _traced_join(
+        self, room: str, overrides: SessionOverrides | None, sid: str, *, check_agent: bool
+    ) -> None:
+        """``_join`` in a span: under the webhook, dispatch request or LiveKit job that started
+        it (a root span for reconcile and re-homing); the room's spans continue its trace."""
+        attributes: spans.Attributes = {
+            "livekit.room.name": room,
+            "bridge.join.checked": check_agent,
+        }
+        with spans.current_span("join", attributes):
+            await self._join(room, overrides, sid, check_agent=check_agent)
 
     async def _join(
         self, room: str, overrides: SessionOverrides | None, sid: str, *, check_agent: bool
@@ -389,6 +402,9 @@ class Dispatcher:
             logger.warning("%s", error, extra=extra)
         finally:
             self._joining.discard(room)
+            spans.current().set_attribute("bridge.join.joined", self._rooms.has_room(room))
+            if error is not None:
+                spans.fail(spans.current(), error)
             if error is not None or self._rooms.has_room(room):
                 for listener in self.listeners:
                     listener.joined(room, error)

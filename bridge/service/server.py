@@ -39,6 +39,7 @@ from bridge.service.dispatch import Dispatcher, Outcome, Rooms
 from bridge.service.http_guard import Rejections
 from bridge.service.livekit_api import LiveKitServerAPI
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
+from bridge.tracing import spans
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,10 @@ class BridgeServer:
     # ---- webhooks ------------------------------------------------------------------------------
 
     async def webhook(self, request: web.Request) -> web.Response:
-        outcome = await self._webhook(request)
+        # A join it starts continues this span's trace (bridge/service/dispatch.py).
+        with spans.current_span("webhook", kind=spans.SpanKind.SERVER) as span:
+            outcome = await self._webhook(request)
+            span.set_attribute("bridge.dispatch.outcome", outcome.outcome)
         WEBHOOKS.labels(outcome.outcome).inc()
         status = 503 if outcome.retry_elsewhere else _STATUS.get(outcome.outcome, 200)
         return _json(status, outcome=outcome.outcome, detail=outcome.detail)
@@ -163,6 +167,9 @@ class BridgeServer:
             return reject("bad_request", f"not a webhook event: {one_line(str(exc), 120)}")
         except Exception as exc:  # jwt and livekit raise plain exceptions
             return reject("unauthorized", f"signature check failed: {one_line(str(exc), 120)}")
+        spans.current().set_attributes(
+            {"livekit.webhook.event": event.event, "livekit.room.name": event.room.name}
+        )
         try:
             outcome = await self.dispatcher.on_webhook(event)
         except Exception:  # a bug; reconcile heals what this webhook would have done
@@ -221,7 +228,10 @@ class BridgeServer:
             return _json(400, error=f"invalid overrides: {where}: {err['msg']}")
         except (ValueError, json.JSONDecodeError) as exc:
             return _json(400, error=str(exc).splitlines()[0])
-        outcome = self.dispatcher.dispatch(room, overrides)
+        attributes = {"livekit.room.name": room}
+        with spans.current_span("dispatch request", attributes, kind=spans.SpanKind.SERVER) as span:
+            outcome = self.dispatcher.dispatch(room, overrides)
+            span.set_attribute("bridge.dispatch.outcome", outcome.outcome)
         logger.info("dispatch %s: %s", room, outcome.outcome, extra={"room": room})
         if outcome.retry_elsewhere:
             return _json(503, room=room, status=outcome.outcome, detail=outcome.detail)

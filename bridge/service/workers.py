@@ -13,11 +13,14 @@ elsewhere, so no room gets two agents.
 
 Control is JSON lines over the child's stdin/stdout (logs go to stderr):
 
-    parent -> child   {"op": "join", "room": R, "overrides": {...} | null}
+    parent -> child   {"op": "join", "room": R, "overrides": {...} | null, "trace": {...}?}
                       {"op": "leave", "room": R}     {"op": "stop"}
     child -> parent   {"ev": "status", "rooms": {R: {"sessions": n, "humans": h, "details": {...}}}}
                       {"ev": "joined", "room": R}    {"ev": "join_failed", "room": R, "error": E}
                       {"ev": "ended", "room": R, "reason": E, "duplicate": bool}
+
+``trace`` carries the dispatch span's context (W3C ``traceparent``, bridge/tracing/carrier.py):
+the room's spans in the child continue the trace of the webhook or job that brought it in.
 
 Metrics: every process writes to one prometheus_client multiprocess directory
 (``PROMETHEUS_MULTIPROC_DIR``); the HTTP process serves the sum at /metrics.
@@ -42,6 +45,7 @@ from bridge.aio import TaskSet
 from bridge.processes import stop_process
 from bridge.service.local_rooms import RoomInfo
 from bridge.settings.config import ConfigError, SessionOverrides, Settings, load_settings
+from bridge.tracing import carrier
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +321,10 @@ class WorkerPool:
         worker.assigned[room] = overrides
         worker.joining.add(room)
         payload = overrides.model_dump(exclude_none=True) if overrides is not None else None
-        self._send(worker, {"op": "join", "room": room, "overrides": payload})
+        message = {"op": "join", "room": room, "overrides": payload}
+        if (trace := carrier.inject()) is not None:
+            message["trace"] = trace
+        self._send(worker, message)
         try:
             return await asyncio.wait_for(asyncio.shield(future), JOIN_TIMEOUT)
         except TimeoutError:
@@ -393,7 +400,9 @@ class _Child:
             self._emit_status()
             await asyncio.sleep(STATUS_INTERVAL)
 
-    async def _join(self, room: str, overrides: dict[str, Any] | None) -> None:
+    async def _join(self, room: str, overrides: dict[str, Any] | None, trace: Any) -> None:
+        # This task's context: the room's spans continue the parent's dispatch trace.
+        carrier.attach(trace)
         try:
             parsed = SessionOverrides.model_validate(overrides) if overrides else None
             await self.rooms.join(room, parsed)
@@ -423,7 +432,7 @@ class _Child:
                     continue
                 if op == "join":
                     self._tasks.create_task(
-                        self._join(message["room"], message.get("overrides")),
+                        self._join(message["room"], message.get("overrides"), message.get("trace")),
                         name=f"join-{message['room']}",
                     )
                 elif op == "leave":
@@ -453,7 +462,13 @@ def child_main(argv: list[str]) -> int:
         print(f"room-bridge worker: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    asyncio.run(_Child(settings, args.budget).run())
+    from bridge.tracing.export import start_tracing
+
+    tracing = start_tracing("worker")
+    try:
+        asyncio.run(_Child(settings, args.budget).run())
+    finally:
+        tracing.shutdown()
     return 0
 
 

@@ -44,3 +44,11 @@ def extract(carrier: Any) -> otel_context.Context | None:
         return None
     ctx = _PROPAGATOR.extract(clean, context=otel_context.Context())
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+
+
+def attach(carrier: Any) -> None:
+    """Make the carrier's context the current one for the rest of the calling task (each task
+    has its own context, so it ends with the task); nothing when it holds none."""
+    ctx = extract(carrier)
+    if ctx is not None:
+        otel_context.attach(ctx)

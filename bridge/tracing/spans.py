@@ -20,6 +20,23 @@ from opentelemetry.util.types import AttributeValue
 
 from bridge import __version__
 
+__all__ = [
+    "MAX_TEXT",
+    "Attributes",
+    "Span",
+    "SpanKind",
+    "current",
+    "current_span",
+    "end_span",
+    "exemplar",
+    "fail",
+    "set_content",
+    "start_span",
+    "trace_id",
+    "tracer",
+    "use_provider",
+]
+
 TRACER_NAME = "realtime-room-bridge"
 # Longest text attribute we set (a transcript with trace_content on, an error message).
 MAX_TEXT = 4_000
@@ -71,10 +88,32 @@ def start_span(
     )
 
 
+@contextmanager
+def current_span(
+    name: str, attributes: Attributes | None = None, *, kind: SpanKind = SpanKind.INTERNAL
+) -> Iterator[Span]:
+    """A span that is the current one for the block (tasks created inside inherit it as their
+    parent); an exception leaving the block marks it failed."""
+    with tracer().start_as_current_span(
+        name, kind=kind, attributes=attributes, record_exception=False
+    ) as span:
+        yield span
+
+
+def current() -> Span:
+    """The current span (the no-op one when there is none)."""
+    return trace.get_current_span()
+
+
+def fail(span: Span, error: str) -> None:
+    """Mark ``span`` failed with that (bounded) description."""
+    span.set_status(Status(StatusCode.ERROR, error[:MAX_TEXT]))
+
+
 def end_span(span: Span, *, error: str | None = None, end_time_ns: int | None = None) -> None:
     """End ``span``; ``error`` marks it failed with that (one-line, bounded) description."""
     if error is not None:
-        span.set_status(Status(StatusCode.ERROR, error[:MAX_TEXT]))
+        fail(span, error)
     span.end(end_time=end_time_ns)
 
 
