@@ -40,10 +40,12 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings.require("livekit_api_key", "livekit_api_secret", "openai_api_key")
     metrics_dir = _metrics_dir()
     # Imported only now: prometheus_client picks its multiprocess mode at import time.
+    from bridge.metrics import SESSION_CAPACITY
     from bridge.service.http_guard import GuardedAppRunner
     from bridge.service.server import BridgeServer
     from bridge.service.workers import WorkerPool
 
+    SESSION_CAPACITY.set(settings.max_sessions)
     host = args.host or settings.server_host
     port = args.port or settings.server_port
     count = args.workers or settings.workers or os.cpu_count() or 1
@@ -109,7 +111,7 @@ def _metrics_dir() -> str:
     """One prometheus_client multiprocess directory for this process and its workers."""
     existing = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if existing:
-        for stale in Path(existing).glob("*.db"):
+        for stale in (*Path(existing).glob("*.db"), *Path(existing).glob("exemplars-*.json")):
             stale.unlink()
         return existing
     path = tempfile.mkdtemp(prefix="room-bridge-metrics-")
@@ -182,5 +184,6 @@ async def run_dev(args: argparse.Namespace, settings: Settings) -> int:
         exit_after=args.exit,
         human=not args.no_human,
         page_port=args.page_port,
+        traces=args.traces,
     )
     return await run_until_signal(settings, opts)

@@ -1,9 +1,38 @@
 """Prometheus metrics. Module-level collectors in the default registry; ``serve`` exposes them at
-``/metrics`` (worker processes report theirs to the HTTP process, see bridge/service/workers.py)."""
+``/metrics`` (worker processes report theirs to the HTTP process, see bridge/service/workers.py).
+
+Histograms of what traces show (turn latency, barge-in, call setup, join -> ready, tools) are
+observed through ``observe`` with the trace's ids as an exemplar. prometheus_client keeps no
+exemplars in its multiprocess mode, so each process also writes the latest exemplar per bucket to
+``exemplars-<pid>.json`` in the multiprocess directory, and ``exposition`` puts them back on the
+bucket lines of the OpenMetrics format (a scraper asking for ``application/openmetrics-text``);
+the classic text format has no exemplars.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar, Sample
+from prometheus_client.utils import floatToGoString
+
+logger = logging.getLogger(__name__)
 
 # Gauges add up across worker processes (prometheus_client multiprocess mode, see
 # bridge/service/workers.py).
@@ -103,3 +132,137 @@ CONTEXT_ITEMS_TRIMMED = Counter(
     "bridge_context_items_trimmed_total",
     "Added items deleted from calls to stay under meeting_context_max_chars.",
 )
+# What a trace shows, as distributions (observed with the turn's or call's trace id as an
+# exemplar, shown in the OpenMetrics exposition where prometheus_client keeps exemplars).
+TURN_LATENCY_SECONDS = Histogram(
+    "bridge_turn_latency_seconds",
+    "A turn's latency as the room hears it: the human's speech end to the first answer audio "
+    "published into the room.",
+    buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0),
+)
+BARGE_IN_SECONDS = Histogram(
+    "bridge_barge_in_seconds",
+    "Barge-in: the human's speech onset during an answer to that answer's audio stopping in "
+    "the room.",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0),
+)
+JOIN_READY_SECONDS = Histogram(
+    "bridge_join_ready_seconds",
+    "A human's session started (they joined with a microphone) to their model call ready "
+    "(the agent listening to them).",
+    buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+)
+SESSION_CAPACITY = Gauge(
+    "bridge_session_capacity",
+    "Sessions this process (serve: the pod) takes at most (`max_sessions`).",
+    multiprocess_mode="livesum",
+)
+
+
+# ---- exemplars ---------------------------------------------------------------------------------
+
+EXEMPLAR_FILE = "exemplars-{pid}.json"
+# Bucket lines (metric name, labels as sorted items) -> the latest exemplar of this process.
+_exemplars: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+
+
+def observe(
+    histogram: Histogram,
+    value: float,
+    exemplar: Mapping[str, str] | None = None,
+    **labels: str,
+) -> None:
+    """``histogram`` (with ``labels``) observes ``value``; ``exemplar`` (a trace's ids, from
+    ``bridge.tracing.spans.exemplar``) goes on the bucket it falls in."""
+    target = histogram.labels(**labels) if labels else histogram
+    target.observe(value, exemplar=dict(exemplar) if exemplar else None)
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if exemplar and directory:
+        bound = next(b for b in target._upper_bounds if value <= b)
+        key = (
+            f"{histogram._name}_bucket",
+            tuple(sorted({**labels, "le": floatToGoString(bound)}.items())),  # type: ignore[no-untyped-call]
+        )
+        _exemplars[key] = {"exemplar": dict(exemplar), "value": value, "ts": time.time()}
+        _write_exemplars(Path(directory))
+
+
+def _write_exemplars(directory: Path) -> None:
+    path = directory / EXEMPLAR_FILE.format(pid=os.getpid())
+    rows = [
+        {"name": name, "labels": dict(labels), **exemplar}
+        for (name, labels), exemplar in _exemplars.items()
+    ]
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(rows))
+        tmp.replace(path)
+    except OSError as exc:  # a full or read-only /tmp must not break a turn
+        logger.debug("exemplars not written: %s", exc)
+
+
+def read_exemplars(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar]:
+    """The newest exemplar per bucket line over every process's file."""
+    newest: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+    for path in directory.glob(EXEMPLAR_FILE.format(pid="*")):
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced, or a dead process's half-written file
+        for row in rows if isinstance(rows, list) else []:
+            try:
+                key = (
+                    str(row["name"]),
+                    tuple(sorted((str(k), str(v)) for k, v in row["labels"].items())),
+                )
+                if key not in newest or row["ts"] > newest[key]["ts"]:
+                    newest[key] = row
+            except (KeyError, TypeError, AttributeError):
+                continue
+    return {
+        key: Exemplar(
+            {str(k): str(v) for k, v in row["exemplar"].items()},
+            float(row["value"]),
+            float(row["ts"]),
+        )
+        for key, row in newest.items()
+        if isinstance(row.get("exemplar"), dict)
+    }
+
+
+class _WithExemplars:
+    """The multiprocess collector's metrics with the files' exemplars on their bucket lines."""
+
+    def __init__(self, inner: Collector, directory: Path) -> None:
+        self._inner = inner
+        self._directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        exemplars = read_exemplars(self._directory)
+        for metric in self._inner.collect():
+            if metric.type == "histogram" and exemplars:
+                metric.samples = [
+                    sample._replace(exemplar=exemplars.get(_key(sample), sample.exemplar))
+                    for sample in metric.samples
+                ]
+            yield metric
+
+
+def _key(sample: Sample) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return sample.name, tuple(sorted(sample.labels.items()))
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """This process's metrics (all of serve's processes in multiprocess mode) in the format the
+    scraper asked for: OpenMetrics with exemplars, or the classic text format."""
+    encode, content_type = choose_encoder(accept or "")
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return encode(REGISTRY), content_type
+    from prometheus_client import multiprocess
+
+    inner = CollectorRegistry()
+    multiprocess.MultiProcessCollector(inner)  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    registry.register(_WithExemplars(inner, Path(directory)))
+    return encode(registry), content_type

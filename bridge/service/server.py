@@ -19,7 +19,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -27,13 +26,12 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.json_format import ParseError
 from livekit import api
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
 from bridge.aio import TaskSet
 from bridge.billing.models import describe
 from bridge.logs import one_line
-from bridge.metrics import WEBHOOKS
+from bridge.metrics import WEBHOOKS, exposition
 from bridge.service.agent_worker import AgentWorker
 from bridge.service.dispatch import Dispatcher, Outcome, Rooms
 from bridge.service.http_guard import Rejections
@@ -277,15 +275,9 @@ class BridgeServer:
         return _json(200, status="ready")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            payload = generate_latest(registry)
-        else:
-            payload = generate_latest(REGISTRY)
-        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # OpenMetrics (with exemplars: trace ids on histogram buckets) when the scraper asks.
+        payload, content_type = exposition(request.headers.get("Accept"))
+        return web.Response(body=payload, headers={"Content-Type": content_type})
 
     async def status(self, request: web.Request) -> web.Response:
         describe = getattr(self.rooms, "describe", None)

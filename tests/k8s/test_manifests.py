@@ -30,9 +30,28 @@ KUBERNETES_VERSIONS = ("1.30", "1.37")
 # Custom resources (no schema offline): checked field by field in test_service_monitor.
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 SECRET_NAME = "room-bridge"
-SECRET_KEYS = {"LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "OPENAI_API_KEY", "BRIDGE_DISPATCH_TOKEN"}
+SECRET_KEYS = {
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "OPENAI_API_KEY",
+    "BRIDGE_DISPATCH_TOKEN",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+}
+# OpenTelemetry's own variables (bridge/tracing/export.py) and what they are built from.
+OTEL_ENV = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "POD_NAME",
+    "POD_NAMESPACE",
+    "NODE_NAME",
+}
 # Environment variables a container may set besides the settings.
-EXTRA_ENV = {"PROMETHEUS_MULTIPROC_DIR"}
+EXTRA_ENV = {"PROMETHEUS_MULTIPROC_DIR", *OTEL_ENV}
 # Sizing (k8s/base/deployment.yaml): one worker per core, 8 sessions per worker; memory in MiB.
 SESSIONS_PER_WORKER = 8
 PARENT_MIB, WORKER_MIB, SESSION_MIB, HEADROOM = 100, 130, 15, 1.2
@@ -126,6 +145,8 @@ def pod_settings(objs: list[Obj], deployment: Obj, container: Obj, tmp: Path) ->
             env[name] = "stand-in-secret"
         elif entry["valueFrom"].get("fieldRef", {}).get("fieldPath") == "status.podIP":
             env[name] = "10.0.0.7"
+        elif "fieldRef" in entry["valueFrom"]:  # the pod's name, namespace, node
+            env[name] = "stand-in-field"
         else:
             raise AssertionError(f"{name}: unexpected valueFrom {entry['valueFrom']}")
     with pytest.MonkeyPatch.context() as mp:
@@ -480,6 +501,7 @@ def test_network_policy(rendered: dict[str, list[Obj]], overlay: str) -> None:
         ("TCP", 7881, None),  # LiveKit ICE/TCP
         ("UDP", 50000, 60000),  # LiveKit ICE/UDP port range
         ("UDP", 3478, None),  # the model's WebRTC media
+        ("TCP", 4318, None),  # traces (OTLP/HTTP)
     }
     assert required <= egress, sorted(required - egress)
 
@@ -510,3 +532,33 @@ def test_dockerfile_matches_the_pods(rendered: dict[str, list[Obj]]) -> None:
     for _, container in serve_containers(rendered["overlays/prod"]):
         (http,) = (p for p in container["ports"] if p["name"] == "http")
         assert http["containerPort"] == expose
+
+
+# ---- traces ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_traces_are_optional_and_configured_the_standard_way(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    """The OTLP endpoint and headers come from the Secret and may be absent (tracing off); the
+    sampler is one OpenTelemetry knows; the resource names the pod through the downward API,
+    each variable defined before it is used (Kubernetes expands $(VAR) only then)."""
+    from opentelemetry.sdk.trace.sampling import _KNOWN_SAMPLERS
+
+    from bridge.tracing.export import tracing_wanted
+
+    for _, container in serve_containers(rendered[overlay]):
+        env = env_of(container)
+        for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS"):
+            ref = env[key]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": SECRET_NAME, "key": key, "optional": True}, (overlay, key)
+        plain = {name: e["value"] for name, e in env.items() if "value" in e}
+        assert plain["OTEL_TRACES_SAMPLER"] in _KNOWN_SAMPLERS
+        assert 0.0 <= float(plain["OTEL_TRACES_SAMPLER_ARG"]) <= 1.0
+        assert not tracing_wanted(plain), "tracing must stay off until an endpoint is given"
+        order = [e["name"] for e in container["env"]]
+        used = re.findall(r"\$\((\w+)\)", plain["OTEL_RESOURCE_ATTRIBUTES"])
+        assert used and all(order.index(v) < order.index("OTEL_RESOURCE_ATTRIBUTES") for v in used)
+        attributes = dict(p.split("=", 1) for p in plain["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+        assert set(attributes) == {"k8s.pod.name", "k8s.namespace.name", "k8s.node.name"}

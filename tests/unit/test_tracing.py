@@ -3,7 +3,9 @@ process boundary, content only when asked, exemplars, the GenAI names."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -15,6 +17,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as se
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
+from bridge import metrics
 from bridge.tracing import carrier, genai, spans
 from bridge.tracing.export import build_provider, tracing_wanted
 
@@ -204,3 +207,54 @@ def test_a_tool_span_names_the_tool_and_never_its_arguments() -> None:
     attributes = genai.tool_attributes(name="lookup", kind="http", call_id="call_1")
     assert attributes[genai.TOOL_NAME] == "lookup"
     assert not any("argument" in key for key in attributes)
+
+
+def test_exemplars_survive_multiprocess_mode_through_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prometheus_client drops exemplars in multiprocess mode: each process writes its latest per
+    bucket to a file, and the exposition puts the newest back on the bucket lines."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(metrics, "_exemplars", {})
+    registry = CollectorRegistry()
+    tool = Histogram("t_seconds", "t", ["tool"], buckets=(0.5, 1.0), registry=registry)
+    first = {"trace_id": "a" * 32, "span_id": "b" * 16}
+    metrics.observe(tool, 0.7, first, tool="lookup")
+    metrics.observe(tool, 0.2, None, tool="lookup")  # no trace: no exemplar
+    # Another process's file: an older exemplar on the same bucket, a newer one on another.
+    (tmp_path / metrics.EXEMPLAR_FILE.format(pid=1)).write_text(
+        json.dumps(
+            [
+                {
+                    "name": "t_seconds_bucket",
+                    "labels": {"tool": "lookup", "le": "1.0"},
+                    "exemplar": {"trace_id": "c" * 32},
+                    "value": 0.9,
+                    "ts": 1.0,
+                },
+                {
+                    "name": "t_seconds_bucket",
+                    "labels": {"tool": "lookup", "le": "+Inf"},
+                    "exemplar": {"trace_id": "d" * 32},
+                    "value": 3.0,
+                    "ts": 2.0,
+                },
+            ]
+        )
+    )
+    (tmp_path / metrics.EXEMPLAR_FILE.format(pid=2)).write_text("{half-writ")
+    wrapped = CollectorRegistry()
+    wrapped.register(metrics._WithExemplars(registry, tmp_path))
+    text = openmetrics(wrapped).decode()  # type: ignore[no-untyped-call]
+    assert (
+        f'le="1.0",tool="lookup"}} 2.0 # {{span_id="{"b" * 16}",trace_id="{"a" * 32}"}} 0.7' in text
+    )
+    assert f'le="+Inf",tool="lookup"}} 2.0 # {{trace_id="{"d" * 32}"}} 3.0' in text
+    assert 'le="0.5",tool="lookup"} 1.0\n' in text
+
+
+def test_the_exposition_speaks_what_the_scraper_asks_for() -> None:
+    body, kind = metrics.exposition("application/openmetrics-text; version=1.0.0")
+    assert kind.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
+    body, kind = metrics.exposition(None)
+    assert kind.startswith("text/plain") and b"# EOF" not in body
