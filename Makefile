@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck unit livekit-server bench bench-peers clean browser page lock
-.PHONY: k8s-tools lint-k8s
+.PHONY: k8s-tools lint-k8s jaeger jaeger-ui
 
 # Virtualenv with the package and its dev tools, installed from the hash-locked
 # config/requirements/dev.txt (never resolved afresh), refreshed when pyproject.toml or the lock changes.
@@ -39,6 +39,23 @@ lock:
 # livekit-server: found on PATH or in .tools/, else built once with `go install`.
 livekit-server: $(STAMP)
 	$(PY) -c 'from bridge.local.livekit_server import ensure_binary; print("livekit-server:", ensure_binary())'
+
+# Jaeger (traces, `dev --traces`, the trace tests): found on PATH or in the tools cache, else built
+# once with Go from config/tools/jaeger/ (pinned go.mod/go.sum; several minutes the first time).
+jaeger: $(STAMP)
+	$(PY) -c 'from bridge.local.jaeger import ensure_binary; print("jaeger:", ensure_binary())'
+
+# Rebuild Jaeger's UI (config/tools/jaeger/jaeger-ui-v1.75.0.tar.xz, committed: Jaeger's Go module
+# has none and no registry serves it) from a checkout of jaegertracing/jaeger-ui at tag v1.75.0:
+#   make jaeger-ui JAEGER_UI_SRC=/path/to/jaeger-ui
+JAEGER_UI_ARCHIVE := config/tools/jaeger/jaeger-ui-v1.75.0.tar.xz
+jaeger-ui:
+	@test -n "$(JAEGER_UI_SRC)" || { echo "set JAEGER_UI_SRC to a jaeger-ui v1.75.0 checkout" >&2; exit 1; }
+	cd $(JAEGER_UI_SRC) && npm ci --no-audit --no-fund --engine-strict=false
+	cd $(JAEGER_UI_SRC)/packages/jaeger-ui && npm run build
+	cp $(JAEGER_UI_SRC)/LICENSE $(JAEGER_UI_SRC)/packages/jaeger-ui/build/LICENSE
+	tar -C $(JAEGER_UI_SRC)/packages/jaeger-ui/build -cJf $(JAEGER_UI_ARCHIVE) \
+		--sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner .
 
 # kustomize for tests/k8s (renders k8s/ offline): found on PATH or in .tools/, else built once.
 k8s-tools: $(STAMP)
@@ -74,7 +91,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 # The whole suite: lint, types, unit and integration tests (real livekit-server + emulator).
-test: lint typecheck livekit-server k8s-tools browser
+test: lint typecheck livekit-server jaeger k8s-tools browser
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 # On-demand soak and benchmark runs (print JSON).

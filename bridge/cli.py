@@ -135,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
         default=8788,
         help="port of the page on 127.0.0.1 (default 8788, a free one if taken; 0 = any free)",
     )
+    dev.add_argument(
+        "--traces",
+        action="store_true",
+        help="also start Jaeger (built once with Go) on 127.0.0.1 and send the bridge's traces "
+        "to it; its UI address is printed (default port 16686, a free one if taken)",
+    )
     for command in (serve, join, emulator, dev):
         _global_options(command, default=argparse.SUPPRESS)
     return parser

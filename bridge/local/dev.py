@@ -36,6 +36,8 @@ from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE
 from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.voice import tone
+from bridge.local.jaeger import UI_PORT as JAEGER_UI_PORT
+from bridge.local.jaeger import Jaeger
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from bridge.local.page_server import PageServer, Room
 from bridge.local.ports import loopback_listener
@@ -44,6 +46,7 @@ from bridge.processes import stop_process
 from bridge.room.identity import agent_identity
 from bridge.room.transcripts import FINAL, TOPIC
 from bridge.settings.config import Settings
+from bridge.tracing.export import DEFAULT_SERVICE_NAME
 
 EMULATOR_KEY = "sk-emulator-dev"
 TYPED_TURNS = [
@@ -266,6 +269,7 @@ class DevOptions:
     exit_after: bool = False
     human: bool = True  # False: `--no-human`, a person on the page is the human
     page_port: int = 8788
+    traces: bool = False  # `--traces`: Jaeger beside the stack, the bridge's spans sent to it
 
 
 async def run(settings: Settings, opts: DevOptions) -> int:
@@ -292,18 +296,9 @@ async def run(settings: Settings, opts: DevOptions) -> int:
             "BRIDGE_ROOMS": "metadata",
             "BRIDGE_AGENT_DISPATCH": "true",
         }
-        if real_api:
-            say("[model]", f"OPENAI_API_KEY is set: the real API at {settings.openai_base_url}")
-        else:
-            local = settings.model_copy(update={"ice_host_addresses": ["127.0.0.1"]})
-            options = EmulatorOptions(api_key=SecretStr(EMULATOR_KEY))
-            emulator = await stack.enter_async_context(EmulatorServer(local, options))
-            say("[model]", f"no OPENAI_API_KEY: the local emulator at {emulator.base_url}")
-            env |= {
-                "OPENAI_API_KEY": EMULATOR_KEY,
-                "OPENAI_BASE_URL": emulator.base_url,
-                "BRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1",
-            }
+        env |= await _model(stack, settings)
+        if opts.traces:
+            env |= await _traces(stack)
         await stack.enter_async_context(_serve(env, listener))
         if not await _registered(bridge_port, settings.agent_name, timeout=60):
             return 1
@@ -343,6 +338,35 @@ async def run(settings: Settings, opts: DevOptions) -> int:
             await asyncio.Event().wait()  # until Ctrl-C cancels us
     say("[dev]", "stopped")
     return 0
+
+
+async def _model(stack: contextlib.AsyncExitStack, settings: Settings) -> dict[str, str]:
+    """The real API when OPENAI_API_KEY is set, else the emulator here; the environment that
+    points ``serve`` at it."""
+    if settings.openai_api_key is not None:
+        say("[model]", f"OPENAI_API_KEY is set: the real API at {settings.openai_base_url}")
+        return {}
+    local = settings.model_copy(update={"ice_host_addresses": ["127.0.0.1"]})
+    options = EmulatorOptions(api_key=SecretStr(EMULATOR_KEY))
+    emulator = await stack.enter_async_context(EmulatorServer(local, options))
+    say("[model]", f"no OPENAI_API_KEY: the local emulator at {emulator.base_url}")
+    return {
+        "OPENAI_API_KEY": EMULATOR_KEY,
+        "OPENAI_BASE_URL": emulator.base_url,
+        "BRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1",
+    }
+
+
+async def _traces(stack: contextlib.AsyncExitStack) -> dict[str, str]:
+    """Jaeger on loopback; the environment that sends ``serve``'s spans to it."""
+    jaeger = await stack.enter_async_context(Jaeger(ui_port=JAEGER_UI_PORT))
+    say("[traces]", f"Jaeger {jaeger.ui_url} (service {DEFAULT_SERVICE_NAME!r}: a trace per room)")
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint,
+        "OTEL_SERVICE_NAME": DEFAULT_SERVICE_NAME,
+        # Spans in Jaeger within a second of their end (the SDK's default waits 5 s).
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+    }
 
 
 def _page_room(settings: Settings, server: LiveKitServer, room: str, *, real_api: bool) -> Room:

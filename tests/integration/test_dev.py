@@ -7,8 +7,11 @@ import os
 import re
 import signal
 import sys
+from typing import Any
 
 import pytest
+
+from bridge.local.jaeger import JaegerQuery, ensure_binary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,3 +53,57 @@ async def test_dev_stack_talks_then_points_at_the_page_and_stops_on_ctrl_c() -> 
     assert "[agent said]   Answer 1. I heard: utterance 1, " in text
     assert "answer latency median" in text
     assert "Traceback" not in text
+
+
+TRACES_LINE = re.compile(r"\[traces\]\s+Jaeger (http://127\.0\.0\.1:\d+/) ")
+
+
+async def test_dev_with_traces_starts_jaeger_and_the_turns_land_in_it() -> None:
+    """``dev --traces``: Jaeger on loopback, its address printed before the page's, and what the
+    bridge did (the LiveKit job that brought the agent in, the room it joined) is a trace there."""
+    await asyncio.to_thread(ensure_binary)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BRIDGE_", "OTEL_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bridge", "dev", "--room", "dev-traces", "--turns", "1", "--traces"),
+        *("--page-port", "0"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(90):
+            while not (lines[-2:-1] and LAST_HINT in lines[-2]):
+                line = await proc.stdout.readline()
+                assert line, "dev exited before pointing at the page:\n" + "\n".join(lines)
+                lines.append(line.decode(errors="replace").rstrip())
+        found = [m for line in lines if (m := TRACES_LINE.search(line))]
+        assert found, "\n".join(lines)
+        ui = found[0].group(1)
+        assert lines.index(found[0].string) < len(lines) - 2  # the page's address stays last
+        traces = await eventually_traces(JaegerQuery(ui), "dev-traces")
+        names = {span["operationName"] for trace in traces for span in trace["spans"]}
+        assert {"agent job", "join"} <= names, names
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "\n".join(lines) + "\n" + rest.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text
+
+
+async def eventually_traces(
+    jaeger: JaegerQuery, room: str, timeout: float = 15.0
+) -> list[dict[str, Any]]:
+    """The bridge's traces tagged with ``room`` (the batch exporter sends every 0.5 s here)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        traces = await jaeger.traces("realtime-room-bridge", tags={"livekit.room.name": room})
+        if traces or asyncio.get_running_loop().time() > deadline:
+            return traces
+        await asyncio.sleep(0.25)
