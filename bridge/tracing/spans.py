@@ -23,6 +23,7 @@ from bridge import __version__
 __all__ = [
     "MAX_TEXT",
     "Attributes",
+    "Parent",
     "Span",
     "SpanKind",
     "current",

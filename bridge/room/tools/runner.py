@@ -19,6 +19,9 @@ the turn the model answered (``None`` when no one can be named).
 
 While calls run the agent state is ``thinking``. Built-ins act once the goodbye that follows them
 has played in the room.
+
+Each call is a span (``execute_tool <name>``: name, kind, outcome, duration; never argument values)
+under the span ``span_parent`` gives when the batch starts: the turn whose response asked for it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 from livekit import rtc
 
 from bridge.aio import TaskSet, cancel_and_wait
-from bridge.metrics import TOOL_CALLS, TOOL_SECONDS
+from bridge.metrics import TOOL_CALLS, TOOL_SECONDS, observe
 from bridge.realtime import RealtimeCall, RealtimeClosedError
 from bridge.realtime import events as ev
 from bridge.room.media import SpeakerPump
@@ -43,6 +46,8 @@ from bridge.room.tools.outcome import Result, ToolFailure
 from bridge.room.tools.registry import Toolbox
 from bridge.room.tools.rpc import call_rpc
 from bridge.settings.config import Settings
+from bridge.settings.tools import ToolSpec
+from bridge.tracing import genai, spans
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ class ToolRunner:
         on_running: Callable[[list[str]], None],
         playout: Callable[[], Awaitable[None]] | None,
         extra: dict[str, Any],
+        span_parent: Callable[[], spans.Parent] = lambda: None,
     ) -> None:
         self._toolbox = Toolbox(settings)
         self._http = HttpTools(settings)
@@ -79,6 +85,7 @@ class ToolRunner:
         self._on_running = on_running  # the names of the tools running now, for the room
         self._playout = playout
         self._extra = extra
+        self._span_parent = span_parent
         self._call: RealtimeCall | None = None
         self._active: str | None = None  # the response in progress, if any
         self._batches: set[asyncio.Task[None]] = set()  # running; outputs go back after all
@@ -131,7 +138,9 @@ class ToolRunner:
         if calls and self._call is not None:
             # A new turn's calls: their outputs are answered (with any earlier batch's).
             self._interrupted = False
-            batch = self._tasks.create_task(self._run_batch(calls, self._caller()), name="tools")
+            batch = self._tasks.create_task(
+                self._run_batch(calls, self._caller(), self._span_parent()), name="tools"
+            )
             self._batches.add(batch)
             self._on_thinking()
         if response.id == self._goodbye_id:
@@ -152,10 +161,12 @@ class ToolRunner:
 
     # ---- running ---------------------------------------------------------------------------
 
-    async def _run_batch(self, calls: list[ev.FunctionCall], caller: Caller | None) -> None:
+    async def _run_batch(
+        self, calls: list[ev.FunctionCall], caller: Caller | None, parent: spans.Parent
+    ) -> None:
         self._on_running([c.name if self._toolbox.known(c.name) else "unknown" for c in calls])
         try:
-            results = await asyncio.gather(*(self._run_one(call, caller) for call in calls))
+            results = await asyncio.gather(*(self._run_one(c, caller, parent) for c in calls))
         finally:
             task = asyncio.current_task()
             if task is not None:
@@ -165,14 +176,18 @@ class ToolRunner:
         self._ready.extend(results)
         self._flush()
 
-    async def _run_one(self, call: ev.FunctionCall, caller: Caller | None) -> Result:
+    async def _run_one(
+        self, call: ev.FunctionCall, caller: Caller | None, parent: spans.Parent
+    ) -> Result:
         started = time.monotonic()
         label = call.name
         try:
             tool = self._toolbox.get(call.name)
         except ToolFailure as failure:
             label = "unknown"  # the model's invention must not become a metric label
-            return self._record(Result.failed(call.call_id, label, failure, 0.0), call)
+            span = _tool_span(parent, label, "unknown", call.call_id)
+            return self._record(Result.failed(call.call_id, label, failure, 0.0), call, span)
+        span = _tool_span(parent, label, _kind(tool), call.call_id)
         try:
             arguments = self._toolbox.arguments(tool, call.arguments)
             output = await self._target(tool.name, arguments, call.call_id, caller)
@@ -183,7 +198,7 @@ class ToolRunner:
             logger.exception("tool %s failed unexpectedly", label, extra=self._extra)
             bug = ToolFailure("internal_error", "the tool failed")
             result = Result.failed(call.call_id, label, bug, time.monotonic() - started)
-        return self._record(result, call)
+        return self._record(result, call, span)
 
     async def _target(
         self, name: str, arguments: dict[str, Any], call_id: str, caller: Caller | None
@@ -213,9 +228,13 @@ class ToolRunner:
         self._builtin = tool.builtin
         return OUTPUTS[tool.builtin]
 
-    def _record(self, result: Result, call: ev.FunctionCall) -> Result:
+    def _record(self, result: Result, call: ev.FunctionCall, span: spans.Span) -> Result:
         TOOL_CALLS.labels(result.tool, result.outcome).inc()
-        TOOL_SECONDS.labels(result.tool).observe(result.seconds)
+        observe(TOOL_SECONDS, result.seconds, spans.exemplar(span), tool=result.tool)
+        span.set_attributes(
+            {"bridge.tool.outcome": result.outcome, "bridge.tool.seconds": result.seconds}
+        )
+        spans.end_span(span, error=None if result.outcome == "ok" else result.outcome)
         extra = {**self._extra, "call_id": call.call_id}
         logger.info(
             "tool %s: %s in %.3f s", result.tool, result.outcome, result.seconds, extra=extra
@@ -277,6 +296,18 @@ async def played_out(pump: SpeakerPump, source: rtc.AudioSource) -> None:
         last = pump.pushed_seconds
         await asyncio.sleep(0.3)
     await source.wait_for_playout()
+
+
+def _kind(tool: ToolSpec) -> str:
+    return "http" if tool.url is not None else "rpc" if tool.rpc is not None else "builtin"
+
+
+def _tool_span(parent: spans.Parent, name: str, kind: str, call_id: str) -> spans.Span:
+    return spans.start_span(
+        f"{genai.EXECUTE_TOOL} {name}",
+        parent,
+        genai.tool_attributes(name=name, kind=kind, call_id=call_id),
+    )
 
 
 def _has_audio(response: ev.Response) -> bool:
