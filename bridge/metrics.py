@@ -34,15 +34,43 @@ from prometheus_client.utils import floatToGoString
 
 logger = logging.getLogger(__name__)
 
+
+class Renamed:
+    """A counter under its new name and, for one release, its old one too (the README's metrics
+    list says which); ``inc`` and ``labels`` reach both."""
+
+    def __init__(self, new: Counter, old: Counter) -> None:
+        self.new = new
+        self.old = old
+
+    def labels(self, *values: str) -> Renamed:
+        return Renamed(self.new.labels(*values), self.old.labels(*values))
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.new.inc(amount)
+        self.old.inc(amount)
+
+
 # Gauges add up across worker processes (prometheus_client multiprocess mode, see
 # bridge/service/workers.py).
 ROOMS_ACTIVE = Gauge("bridge_rooms_active", "Rooms with an agent.", multiprocess_mode="livesum")
 SESSIONS_ACTIVE = Gauge(
     "bridge_sessions_active", "Human sessions with a live model call.", multiprocess_mode="livesum"
 )
-SESSIONS_STARTED = Counter("bridge_sessions_started_total", "Model calls connected.")
-SESSIONS_FAILED = Counter(
-    "bridge_sessions_failed_total", "Model calls that failed, by reason.", ["reason"]
+CALLS_STARTED = Renamed(
+    Counter(
+        "bridge_calls_started_total",
+        "Model calls a session took into use (its first, each retry, each rollover).",
+    ),
+    Counter("bridge_sessions_started_total", "Deprecated: bridge_calls_started_total."),
+)
+CALL_FAILURES = Renamed(
+    Counter(
+        "bridge_call_failures_total",
+        "Model calls that could not be set up or ended unexpectedly, by reason.",
+        ["reason"],
+    ),
+    Counter("bridge_sessions_failed_total", "Deprecated: bridge_call_failures_total.", ["reason"]),
 )
 CALL_SETUP_SECONDS = Histogram(
     "bridge_call_setup_seconds",
@@ -54,7 +82,18 @@ CHAT_TEXTS_DROPPED = Counter(
     "Chat texts dropped unanswered: more arrived while a session had no model call up than it "
     "keeps for the next call (20).",
 )
-TOKENS = Counter("bridge_tokens_total", "Model tokens used, by kind.", ["kind"])
+TOKENS_USED = Counter(
+    "bridge_tokens_used_total",
+    "Tokens used, by model and price kind (text_in, text_in_cached, audio_out, ...; the input "
+    "transcription model's prefixed transcription_), as the cost is reckoned.",
+    ["model", "kind"],
+)
+TOKENS = Counter(
+    "bridge_tokens_total",
+    "Deprecated: bridge_tokens_used_total (kinds input_text, input_audio, input_image, "
+    "input_cached, output_text, output_audio, transcription_*).",
+    ["kind"],
+)
 AUDIO_FRAMES_DROPPED = Counter(
     "bridge_audio_frames_dropped_total",
     "Audio frames dropped because a stage fell behind, by direction.",

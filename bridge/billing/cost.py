@@ -6,6 +6,11 @@ tokens, detailed by kind in ``input_token_details.cached_tokens_details``) and, 
 whisper-1). Each is split into the price table's kinds (``bridge.billing.prices.KINDS``), so a
 cached token is priced once, as cached. A model or kind with no price makes the cost unknown (logged
 once per model), never zero.
+
+The usage ledger: ``Pricer`` turns usage into a ``Charge`` (tokens by price kind, dollars), and
+``post`` books each charge once, into every ``Spend`` it belongs to (a session's and its room's:
+what the budget, ``GET /rooms`` and the end-of-session logs read) and into the process metrics.
+Nothing else counts tokens or dollars.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.billing.prices import KINDS, ModelPrice, price_of
-from bridge.metrics import COST_USD, TOKENS
+from bridge.metrics import COST_USD, TOKENS, TOKENS_USED
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +104,19 @@ def price(
     return total
 
 
+TRANSCRIPTION = "transcription_"  # the prefix of the input transcription model's kinds
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One response's or one input transcription's usage, priced."""
+
+    model: str
+    tokens: dict[str, int]  # by price kind; the transcription model's prefixed TRANSCRIPTION
+    usd: float | None  # None: unpriced
+    response: bool  # a response (else an input transcription)
+
+
 @dataclass
 class Spend:
     """What a session, a room or a process spent: tokens by kind, responses, dollars.
@@ -121,14 +139,16 @@ class Spend:
     def duration_s(self) -> float:
         return (self.ended if self.ended is not None else time.monotonic()) - self.started
 
-    def add(
-        self, model: str, tokens: Mapping[str, int], usd: float | None, *, prefix: str = ""
-    ) -> None:
-        self.tokens.update({prefix + k: v for k, v in tokens.items() if v})
-        if usd is None:
-            self.unpriced.add(model)
+    def add(self, charge: Charge) -> None:
+        self.tokens.update({k: v for k, v in charge.tokens.items() if v})
+        if charge.usd is None:
+            self.unpriced.add(charge.model)
         else:
-            self.priced_usd += usd
+            self.priced_usd += charge.usd
+        if charge.response:
+            self.responses += 1
+        else:
+            self.transcriptions += 1
 
     def summary(self) -> dict[str, Any]:
         """Flat fields for a log record's ``extra`` and for ``GET /rooms``."""
@@ -166,8 +186,7 @@ def _unpriced_once(model: str, what: str) -> None:
 
 
 class Pricer:
-    """Prices usage for one session's model and transcription model, and counts it in the
-    process metrics (``bridge_tokens_total{kind}``, ``bridge_cost_usd_total{model}``)."""
+    """Prices usage for one session's model and transcription model (see ``post``)."""
 
     def __init__(self, prices: dict[str, ModelPrice], model: str, transcription_model: str) -> None:
         self.model = model
@@ -180,35 +199,73 @@ class Pricer:
         p = self._transcription_price
         return p is not None and (p.per_minute is not None or p.audio_in is not None)
 
-    def response(self, usage: Mapping[str, Any], *spends: Spend) -> float | None:
+    def charge_response(self, usage: Mapping[str, Any]) -> Charge:
         tokens = response_tokens(usage)
         usd = price(tokens, 0.0, self._model_price)
-        self._count(self.model, tokens, usd, "realtime")
-        for spend in spends:
-            spend.add(self.model, tokens, usd)
-            spend.responses += 1
-        return usd
+        return Charge(self.model, tokens, usd, response=True)
 
-    def transcription(self, usage: Mapping[str, Any], *spends: Spend) -> float | None:
+    def charge_transcription(self, usage: Mapping[str, Any]) -> Charge:
         tokens, seconds = transcription_tokens(usage)
         usd = price(tokens, seconds, self._transcription_price)
-        self._count(self.transcription_model, tokens, usd, "transcription", "transcription_")
+        prefixed = {TRANSCRIPTION + kind: count for kind, count in tokens.items()}
+        return Charge(self.transcription_model, prefixed, usd, response=False)
+
+    def response(self, usage: Mapping[str, Any], *spends: Spend) -> float | None:
+        """Price a response's usage and add it to ``spends`` (not to the metrics: ``post``)."""
+        charge = self.charge_response(usage)
         for spend in spends:
-            spend.add(self.transcription_model, tokens, usd, prefix="transcription_")
-            spend.transcriptions += 1
-        return usd
+            spend.add(charge)
+        return charge.usd
 
-    def _count(
-        self, model: str, tokens: Mapping[str, int], usd: float | None, what: str, prefix: str = ""
-    ) -> None:
-        if prefix:  # model tokens are counted by the session (bridge_tokens_total{kind})
-            for kind, count in tokens.items():
-                if count:
-                    TOKENS.labels(prefix + kind).inc(count)
-        if usd is None:
-            _unpriced_once(model, what)
-        elif usd:
-            COST_USD.labels(model).inc(usd)
+    def transcription(self, usage: Mapping[str, Any], *spends: Spend) -> float | None:
+        """Price a transcription's usage and add it to ``spends`` (not to the metrics)."""
+        charge = self.charge_transcription(usage)
+        for spend in spends:
+            spend.add(charge)
+        return charge.usd
 
 
-__all__ = ["KINDS", "Pricer", "Spend", "price", "response_tokens", "transcription_tokens"]
+def _deprecated_kinds(charge: Charge) -> dict[str, int]:
+    """``bridge_tokens_total{kind}``'s kinds (kept for one release; remove with it): a response's
+    as the API names them (cached tokens also in their kind), transcriptions' as the ledger's."""
+    if not charge.response:
+        return charge.tokens
+    t = charge.tokens
+    return {
+        "input_text": t["text_in"] + t["text_in_cached"],
+        "input_audio": t["audio_in"] + t["audio_in_cached"],
+        "input_image": t["image_in"] + t["image_in_cached"],
+        "input_cached": t["text_in_cached"] + t["audio_in_cached"] + t["image_in_cached"],
+        "output_text": t["text_out"],
+        "output_audio": t["audio_out"],
+    }
+
+
+def post(charge: Charge, *spends: Spend) -> None:
+    """Book ``charge`` into each of ``spends`` and into the process metrics
+    (``bridge_tokens_used_total{model,kind}``, ``bridge_cost_usd_total{model}``)."""
+    for spend in spends:
+        spend.add(charge)
+    for kind, count in charge.tokens.items():
+        if count:
+            TOKENS_USED.labels(charge.model, kind).inc(count)
+    for kind, count in _deprecated_kinds(charge).items():
+        if count:
+            TOKENS.labels(kind).inc(count)
+    if charge.usd is None:
+        _unpriced_once(charge.model, "realtime" if charge.response else "transcription")
+    elif charge.usd:
+        COST_USD.labels(charge.model).inc(charge.usd)
+
+
+__all__ = [
+    "KINDS",
+    "TRANSCRIPTION",
+    "Charge",
+    "Pricer",
+    "Spend",
+    "post",
+    "price",
+    "response_tokens",
+    "transcription_tokens",
+]

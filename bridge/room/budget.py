@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
-from bridge.billing.cost import Pricer, Spend
+from bridge.billing.cost import Pricer, Spend, post
 from bridge.metrics import BUDGET_EVENTS
 from bridge.settings.config import Settings
 
@@ -46,8 +46,8 @@ def notice(settings: Settings, limit: float, spent: float) -> str:
 
 
 class SessionCost:
-    """One session's share: prices its usage and adds it to the session's and the room's
-    spend."""
+    """One session's share: prices its usage and books it (bridge/billing/cost.py ``post``) into
+    the session's and the room's spend, and the process metrics."""
 
     def __init__(self, room: RoomCost, pricer: Pricer) -> None:
         self._room = room
@@ -55,12 +55,12 @@ class SessionCost:
         self.spend = Spend()
 
     def response(self, usage: Mapping[str, Any]) -> None:
-        self._pricer.response(usage, self.spend, self._room.spend)
+        post(self._pricer.charge_response(usage), self.spend, self._room.spend)
         self._room.check()
 
     def transcription(self, usage: Mapping[str, Any] | None) -> None:
         if usage:
-            self._pricer.transcription(usage, self.spend, self._room.spend)
+            post(self._pricer.charge_transcription(usage), self.spend, self._room.spend)
             self._room.check()
 
     @property

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from livekit import rtc
 
 from bridge.aio import Closer, TaskSet, cancel_and_wait
+from bridge.billing.cost import Spend
 from bridge.metrics import (
+    CALL_FAILURES,
     CALL_SETUP_SECONDS,
+    CALLS_STARTED,
     CHAT_TEXTS_DROPPED,
     SESSIONS_ACTIVE,
-    SESSIONS_FAILED,
-    SESSIONS_STARTED,
-    TOKENS,
 )
 from bridge.realtime import (
     RealtimeAPIError,
@@ -63,18 +63,6 @@ logger = logging.getLogger(__name__)
 PENDING_TEXTS = 20
 # A call that lasted this long (or that answered) counts as a success: retries start over.
 STABLE_CALL_SECONDS = 30.0
-
-
-@dataclass
-class UsageTotals:
-    """Tokens by kind (``input_audio``, ``output_text``, ...) and responses counted."""
-
-    tokens: Counter[str] = field(default_factory=Counter)
-    responses: int = 0
-
-    def add(self, usage: ev.Usage) -> None:
-        self.tokens.update({k: v for k, v in usage.by_kind().items() if v})
-        self.responses += 1
 
 
 @dataclass
@@ -113,11 +101,10 @@ class ParticipantSession:
         mic_sid: str,
         attributes: AttributeWriter,
         answer_tracks: AnswerTracks,
-        room_usage: UsageTotals,
         on_track_published: Callable[[], None],
+        cost: SessionCost,
         on_gave_up: Callable[[ParticipantSession], None] | None = None,
         tool_actions: RoomActions | None = None,
-        cost: SessionCost | None = None,
         meeting: Meeting | None = None,
         instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
@@ -130,7 +117,6 @@ class ParticipantSession:
         self._answer: AnswerTrack | None = None
         self._mic_sid = mic_sid
         self._attributes = attributes
-        self._room_usage = room_usage
         self._on_track_published = on_track_published
         self._on_gave_up = on_gave_up
         self._extra = {"room": room.name, "participant": identity}
@@ -162,7 +148,6 @@ class ParticipantSession:
         self._closed = False
         self._closer = Closer()
         self.slot_released = False  # the room worker's session budget, given back once
-        self.usage = UsageTotals()
         self.cost = cost
         self.stats = SessionStats()
         self._uplink_residence: deque[float] = deque(maxlen=10_000)
@@ -201,6 +186,11 @@ class ParticipantSession:
         """When the human or the agent was last heard, or the human last chatted (monotonic)."""
         agent = self._pump.last_sound_at if self._pump is not None else -float("inf")
         return max(self._last_activity, self._mic.gate.last_loud_at, agent)
+
+    @property
+    def usage(self) -> Spend:
+        """What this session used and spent (its ledger; the room's has it too)."""
+        return self.cost.spend
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -305,18 +295,16 @@ class ParticipantSession:
         if answer is not None:
             self._answer_tracks.release(answer)  # muted and kept for the next session
         self._attributes.remove(self.identity)
-        spent: dict[str, object] = {}
-        if self.cost is not None:
-            self.cost.end()
-            spent = self.cost.spend.log_extra()
+        self.cost.end()
+        spent = self.usage
         logger.info(
             "session ended (%s): %d calls, %d responses, tokens %s, cost %s",
             self.ended_reason,
             self.stats.calls,
-            self.usage.responses,
-            dict(self.usage.tokens),
-            self.cost.spend.describe() if self.cost is not None else "not counted",
-            extra={**self._extra, "call_id": self.last_call_id, **spent},
+            spent.responses,
+            dict(spent.tokens),
+            spent.describe(),
+            extra={**self._extra, "call_id": self.last_call_id, **spent.log_extra()},
         )
 
     # ---- calls --------------------------------------------------------------------------------
@@ -465,7 +453,7 @@ class ParticipantSession:
         self.stats.calls += 1
         if self.stats.first_ready_at is None:
             self.stats.first_ready_at = time.perf_counter()
-        SESSIONS_STARTED.inc()
+        CALLS_STARTED.inc()
         SESSIONS_ACTIVE.inc()
         if call.connect_seconds is not None:
             CALL_SETUP_SECONDS.observe(call.connect_seconds)
@@ -550,7 +538,7 @@ class ParticipantSession:
         if isinstance(exc, RealtimeAPIError):
             reason = f"http_{exc.status}"
         self.stats.failures[reason] += 1
-        SESSIONS_FAILED.labels(reason).inc()
+        CALL_FAILURES.labels(reason).inc()
 
     def _give_up(self, exc: RealtimeError, attempts: int) -> None:
         why = "not retryable" if not exc.retryable else f"{attempts - 1} retries failed"
@@ -708,8 +696,7 @@ class ParticipantSession:
     def _on_input_completed(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.InputTranscriptCompleted)
         self._input_text.pop(event.item_id, None)
-        if self.cost is not None:
-            self.cost.transcription(event.usage)
+        self.cost.transcription(event.usage)
         transcript = event.transcript.strip()
         if self._transcripts is not None:
             speaker = self._speaker(event.item_id)
@@ -789,13 +776,7 @@ class ParticipantSession:
         assert isinstance(event, ev.ResponseDone)
         usage = event.response.usage
         if usage is not None:
-            self.usage.add(usage)
-            self._room_usage.add(usage)
-            if self.cost is not None:
-                self.cost.response(usage.model_dump())
-            for kind, count in usage.by_kind().items():
-                if count:
-                    TOKENS.labels(kind).inc(count)
+            self.cost.response(usage.model_dump())
         if event.response.id == self._response_id:
             self._response_id = None
         if self._tools is not None:

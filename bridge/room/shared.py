@@ -34,7 +34,7 @@ from bridge.room.answer_tracks import AnswerTracks
 from bridge.room.budget import SessionCost
 from bridge.room.meeting import Meeting, label
 from bridge.room.mixer import MixedMicrophones
-from bridge.room.session import ParticipantSession, UsageTotals
+from bridge.room.session import ParticipantSession
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
@@ -56,12 +56,11 @@ class SharedSession(ParticipantSession):
         room: rtc.Room,
         attributes: AttributeWriter,
         answer_tracks: AnswerTracks,
-        room_usage: UsageTotals,
         on_track_published: Callable[[], None],
         on_gave_up: Callable[[ParticipantSession], None] | None,
         meeting: Meeting,
+        cost: SessionCost,
         tool_actions: RoomActions | None = None,
-        cost: SessionCost | None = None,
         instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.mics = MixedMicrophones(settings)
@@ -74,7 +73,6 @@ class SharedSession(ParticipantSession):
             mic_sid="",
             attributes=attributes,
             answer_tracks=answer_tracks,
-            room_usage=room_usage,
             on_track_published=on_track_published,
             on_gave_up=on_gave_up,
             meeting=meeting,

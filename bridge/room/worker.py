@@ -22,6 +22,7 @@ from typing import Any
 from livekit import rtc
 
 from bridge.aio import Closer, TaskSet, cancel_and_wait
+from bridge.billing.cost import Spend
 from bridge.logs import one_line
 from bridge.metrics import ROOMS_ACTIVE
 from bridge.realtime.http import prewarm as prewarm_calls
@@ -34,7 +35,7 @@ from bridge.room.chat import CHAT_TOPIC, MAX_CHAT_CHARS, MAX_CHATS_IN_FLIGHT, re
 from bridge.room.identity import agent_identity, agent_token, is_human
 from bridge.room.media import MicrophonePump
 from bridge.room.meeting import Meeting
-from bridge.room.session import ParticipantSession, UsageTotals
+from bridge.room.session import ParticipantSession
 from bridge.room.shared import SHARED, SharedSession
 from bridge.room.tools.builtins import WorkerActions
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
@@ -67,7 +68,6 @@ class RoomWorker:
         self.room = rtc.Room()
         self.answer_tracks = AnswerTracks(self.room, queue_size_ms=self.settings.audio_queue_ms)
         self.sessions: dict[str, ParticipantSession] = {}
-        self.usage = UsageTotals()
         self.cost = RoomCost(self.settings, room_name, on_exceeded=self._budget_passed)
         self.meeting = Meeting(self.settings)
         self.end_reason: str | None = None
@@ -96,6 +96,11 @@ class RoomWorker:
         """Session slots this room needs: one per human, or one for a shared room."""
         humans = len(self.humans())
         return min(1, humans) if self.settings.mode == "shared" else humans
+
+    @property
+    def usage(self) -> Spend:
+        """What the room's sessions used and spent so far (the room's ledger)."""
+        return self.cost.spend
 
     @property
     def attributes(self) -> AttributeWriter:
@@ -390,7 +395,6 @@ class RoomWorker:
                 mic_sid=mic_sid,
                 attributes=self.attributes,
                 answer_tracks=self.answer_tracks,
-                room_usage=self.usage,
                 on_track_published=self._update_permissions,
                 on_gave_up=self._release_slot,
                 tool_actions=WorkerActions(self.settings, self.room_name, self._tasks, self.stop),
@@ -446,7 +450,6 @@ class RoomWorker:
                     room=self.room,
                     attributes=self.attributes,
                     answer_tracks=self.answer_tracks,
-                    room_usage=self.usage,
                     on_track_published=self._update_permissions,
                     on_gave_up=self._release_slot,
                     meeting=self.meeting,

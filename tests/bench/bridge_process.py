@@ -164,7 +164,7 @@ def _report(
         "frames_dropped": dropped,
         "model_calls": sum(s.stats.calls for w in workers for s in w.sessions.values()),
         "responses": sum(w.usage.responses for w in workers),
-        "tokens": dict(sum((w.usage.tokens for w in workers), Counter())),
+        "tokens": dict(sum((w.usage.tokens for w in workers), Counter())),  # by price kind
         "context_items_added": sum(
             s.conversation.added for w in workers for s in w.sessions.values()
         ),

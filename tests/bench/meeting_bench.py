@@ -70,7 +70,8 @@ async def run_mode(server: LiveKitServer, base: str, mode: str, seconds: float) 
         "model_calls": inside["model_calls"],
         "responses": inside["responses"],
         "tokens": tokens,
-        "tokens_total": sum(v for k, v in tokens.items() if k != "input_cached"),
+        # The model's tokens by price kind (cached ones a kind of their own): transcription apart.
+        "tokens_total": sum(v for k, v in tokens.items() if not k.startswith("transcription_")),
         "context_items_added": inside["context_items_added"],
         "context_items_trimmed": inside["context_items_trimmed"],
         "cpu_cores": round(cpu / tally.seconds, 4),

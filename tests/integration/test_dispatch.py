@@ -236,6 +236,7 @@ async def test_metrics_parse_and_follow_sessions(
             await eventually(lambda: _metric_is(bridge, "bridge_sessions_active", 1), timeout=10)
             during = (await bridge.get("/metrics")).text
             assert metric(during, "bridge_sessions_started_total") >= 1
+            assert metric(during, "bridge_calls_started_total") >= 1  # its new name
             assert metric(during, "bridge_rooms_active") == 1
             assert metric(during, "bridge_call_setup_seconds_count") >= 1
         await eventually(lambda: _metric_is(bridge, "bridge_sessions_active", 0), timeout=15)

@@ -96,7 +96,7 @@ async def test_one_human_conversation(
         assert agent.attributes["bridge.state.alice"] == "listening"
         assert agent.attributes["bridge.track.alice"] == track.sid
         usage = bridge.sessions["alice"].usage
-        assert usage.responses == 2 and usage.tokens["output_audio"] > 0
+        assert usage.responses == 2 and usage.tokens["audio_out"] > 0  # the price kinds
         assert bridge.usage.tokens == usage.tokens
 
 

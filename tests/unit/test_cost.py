@@ -6,8 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
-from bridge.billing.cost import Pricer, Spend, price, response_tokens, transcription_tokens
+from bridge.billing.cost import (
+    Pricer,
+    Spend,
+    post,
+    price,
+    response_tokens,
+    transcription_tokens,
+)
 from bridge.billing.prices import ModelPrice, price_of
 from bridge.room.budget import BudgetState, RoomCost, notice
 from bridge.settings.config import (
@@ -183,3 +191,41 @@ def test_room_budget_warns_at_80_percent_and_acts_once() -> None:
     assert room.status()["cost_usd"] == pytest.approx(4 * RESPONSE_USD, abs=1e-6)
     leave = settings(max_room_cost_usd=0.1, budget_action="leave")
     assert "leaving the room" in notice(leave, 0.1, 0.2)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_charge_is_booked_once_into_every_spend_and_the_metrics() -> None:
+    """The usage ledger: one post feeds the session's and the room's spend, the tokens metric
+    (and, for one release, its old name with the API's kinds) and the cost metric."""
+    model = "gpt-realtime-2.1"
+    pricer = Pricer(Settings().prices, model, "gpt-4o-mini-transcribe")
+    session, room = Spend(), Spend()
+    before = {
+        "cached": _sample("bridge_tokens_used_total", model=model, kind="audio_in_cached"),
+        "old_audio": _sample("bridge_tokens_total", kind="input_audio"),
+        "old_cached": _sample("bridge_tokens_total", kind="input_cached"),
+        "old_transcription": _sample("bridge_tokens_total", kind="transcription_audio_in"),
+        "usd": _sample("bridge_cost_usd_total", model=model),
+    }
+    post(pricer.charge_response(RESPONSE_USAGE), session, room)
+    post(
+        pricer.charge_transcription({"type": "tokens", "input_tokens": 150, "output_tokens": 0}),
+        session,
+        room,
+    )
+    for spend in (session, room):
+        assert spend.responses == 1 and spend.transcriptions == 1
+        assert spend.tokens["audio_in_cached"] == 1000
+        assert spend.tokens["transcription_audio_in"] == 150
+        assert spend.cost_usd == pytest.approx(RESPONSE_USD + 150 * 3.00 / 1e6)
+    cached = _sample("bridge_tokens_used_total", model=model, kind="audio_in_cached")
+    assert cached - before["cached"] == 1000
+    assert _sample("bridge_tokens_total", kind="input_audio") - before["old_audio"] == 3000
+    assert _sample("bridge_tokens_total", kind="input_cached") - before["old_cached"] == 2000
+    old_transcription = _sample("bridge_tokens_total", kind="transcription_audio_in")
+    assert old_transcription - before["old_transcription"] == 150
+    usd = _sample("bridge_cost_usd_total", model=model) - before["usd"]
+    assert usd == pytest.approx(RESPONSE_USD)
