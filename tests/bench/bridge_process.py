@@ -32,6 +32,7 @@ from bridge.realtime.playout import Impairment
 from bridge.room import session as session_module
 from bridge.room.worker import RoomWorker
 from bridge.settings.config import load_settings
+from bridge.tracing.export import start_tracing
 from tests.support.clicks import OnsetDetector
 
 
@@ -211,5 +212,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # Traces when the environment names an OTLP endpoint (room_bench --traces), as `join` does.
+    tracing = start_tracing("bench")
     asyncio.run(main())
+    tracing.shutdown()
     sys.exit(0)

@@ -15,7 +15,10 @@ Prints one JSON object per N:
   aiortc peer pair exchanging 48 kHz audio both ways, measured in the same run
   (tests/bench/aiortc_pair.py; a bridge session has two legs, four codec operations).
 
-    python -m tests.bench.room_bench [--humans 1,5,10] [--seconds 30]
+With ``--traces`` each N runs twice, tracing off then on (every span exported over OTLP to a
+local Jaeger, sampler always on), and ``tracing_cpu_ratio`` is on / off CPU per session.
+
+    python -m tests.bench.room_bench [--humans 1,5,10] [--seconds 30] [--traces]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 import time
 from typing import Any
 
+from bridge.local.jaeger import Jaeger
 from bridge.local.livekit_server import LiveKitServer
 from tests.bench.realtime_bench import KEY, _cpu_seconds, _pct
 from tests.support.emulator_process import emulator_process
@@ -49,10 +53,20 @@ async def talk(human: Human, freq: float, until: float) -> None:
         await human.say(1.5, freq=freq, pause=2.5)
 
 
-async def run_one(server: LiveKitServer, base: str, n: int, seconds: float) -> dict[str, Any]:
-    rooms = [f"bench-{n}-{i}" for i in range(n)]
+async def run_one(
+    server: LiveKitServer,
+    base: str,
+    n: int,
+    seconds: float,
+    *,
+    traces_to: str | None = None,
+    tag: str = "",
+) -> dict[str, Any]:
+    rooms = [f"bench-{n}{tag}-{i}" for i in range(n)]
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": traces_to, "OTEL_TRACES_SAMPLER": "always_on"}
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        **(traced if traces_to else {}),
         **LOOPBACK_ENV,
         "LIVEKIT_URL": server.url,
         "LIVEKIT_API_KEY": server.api_key,
@@ -128,15 +142,33 @@ async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--humans", default="1,5,10")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--traces", action="store_true", help="each N also with tracing on (to a local Jaeger)"
+    )
     args = parser.parse_args(argv)
     results = []
-    async with (
-        LiveKitServer() as server,
-        emulator_process(KEY, {"voice_mode": "echo"}) as emulator,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(LiveKitServer())
+        emulator = await stack.enter_async_context(emulator_process(KEY, {"voice_mode": "echo"}))
+        jaeger = await stack.enter_async_context(Jaeger()) if args.traces else None
         for n in [int(x) for x in args.humans.split(",")]:
             result = await run_one(server, emulator.base_url, n, args.seconds)
             print(json.dumps(result), flush=True)
+            if jaeger is not None:
+                on = await run_one(
+                    server,
+                    emulator.base_url,
+                    n,
+                    args.seconds,
+                    traces_to=jaeger.otlp_endpoint,
+                    tag="t",
+                )
+                on["spans_in_jaeger"] = await _spans(jaeger)
+                result["tracing_on"] = on
+                result["tracing_cpu_ratio"] = round(
+                    on["cpu_cores_per_session"] / result["cpu_cores_per_session"], 3
+                )
+                print(json.dumps(on), flush=True)
             results.append(result)
     stock = await stock_aiortc(args.seconds)
     for result in results:
@@ -144,6 +176,12 @@ async def main(argv: list[str] | None = None) -> None:
             result["cpu_cores_per_session"] / stock["endpoint_cores"], 2
         )
     print(json.dumps({"results": results, "stock_aiortc": stock}, indent=2))
+
+
+async def _spans(jaeger: Jaeger) -> int:
+    """Spans Jaeger holds for the bench's rooms (so a run with tracing on did export)."""
+    traces = await jaeger.query.traces("realtime-room-bridge", limit=1000)
+    return sum(len(t["spans"]) for t in traces)
 
 
 async def stock_aiortc(seconds: float) -> dict[str, Any]:
