@@ -36,8 +36,8 @@ COVERED = {
     "bridge_call_setup_seconds_bucket",
     "bridge_tool_seconds_bucket",
     "bridge_sessions_active",
-    "bridge_sessions_started_total",
-    "bridge_sessions_failed_total",
+    "bridge_calls_started_total",  # bridge_sessions_started_total until renamed
+    "bridge_call_failures_total",  # bridge_sessions_failed_total until renamed
     "bridge_audio_frames_dropped_total",
     "bridge_cost_usd_total",
     "bridge_session_capacity",
