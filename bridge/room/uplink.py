@@ -10,13 +10,18 @@ every microphone mixed (``MixedMicrophones``, bridge/room/mixer.py). Either sour
   track, and says when that audio was captured and where the call's input clock stood;
 - counts the frames the call's track dropped (``bridge_audio_frames_dropped_total{uplink}``);
 - while ``watch_level`` is on (a call switch is pending, see rollover.py), notes when the human
-  was last loud enough to be speaking: the model's own speech events lag behind that.
+  was last loud enough to be speaking: the model's own speech events lag behind that;
+- keeps, for the call attached, where its input clock stood as recent frames went out, so a
+  speech event's ``audio_start_ms``/``audio_end_ms`` maps back to when the room heard it
+  (``room_time``: the turn's spans and its latency).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
+from collections import deque
 from typing import Protocol
 
 from bridge.audio import Pcm, is_loud, loud_peak
@@ -41,10 +46,13 @@ class UplinkGate:
         self.attachments = 0  # calls attached so far (each has an input clock of its own)
         self._dropped_seen = 0
         self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
+        # (the call's input clock in ms, capture time) of the frames sent lately: a minute.
+        self._sent: deque[tuple[int, float]] = deque(maxlen=3000)
 
     def attach(self, sink: PcmAudioTrack | None) -> None:
         """The call's uplink track from now on (None: no call; listen for speech only)."""
         self._sink = sink
+        self._sent.clear()  # another call: another input clock
         self.attachments += 1
         self._dropped_seen = 0
         self.woke.clear()
@@ -70,7 +78,18 @@ class UplinkGate:
             self._dropped_seen = sink.dropped_frames
         if self.watch_level and is_loud(pcm, self._loud_peak):
             self.last_loud_at = now
+        self._sent.append((sink.sent_ms, said_at))
         return sink.sent_ms, said_at
+
+    def room_time(self, input_ms: int) -> float | None:
+        """When the room heard what the attached call's input clock has at ``input_ms``
+        (``time.monotonic()``); the clock runs on through silence fill, so it is reckoned from
+        the nearest frame sent, at real-time rate. None before any frame went to this call."""
+        if not self._sent:
+            return None
+        index = max(0, bisect.bisect_right(self._sent, (input_ms, float("inf"))) - 1)
+        at_ms, at = self._sent[index]
+        return at + (input_ms - at_ms) / 1000
 
 
 class Uplink(Protocol):
