@@ -24,10 +24,11 @@ explicitly by agent name once its human is in (``CreateDispatch``), then:
 - **what works**: user and agent transcripts on ``lk.transcription`` (final segments per
   human), the agent states seen, answers heard; and with two humans in one room, what each
   hears and whom the model answers when each speaks;
-- **added latency** with the loopback voice: N clickers in fresh rooms send a click every 0.5 s
-  through the system and the emulator's ``loopback`` voice, while a baseline clicker does the
-  same through an SDK republisher (tests/bench/republisher.py); added = pX(round trip) -
-  p50(baseline) - p50(emulator residence), p50/p95/p99.
+- **added latency** with the loopback voice: in N fresh rooms, one clicker sends a click every
+  0.5 s through the system and the emulator's ``loopback`` voice while the N-1 others talk
+  through it (subscribed to nothing, so the bench's own process stays light), and a baseline
+  clicker does the same through an SDK republisher (tests/bench/republisher.py); added =
+  pX(round trip) - p50(baseline) - p50(emulator residence), p50/p95/p99.
 
     python -m tests.bench.peer_bench [--humans 1,5,10] [--seconds 20] [--systems ...]
 
@@ -405,7 +406,9 @@ def heard_s(human: Human, since: float) -> float:
 async def phase_latency(
     server: LiveKitServer, base: str, system: System, n: int, clicks: int
 ) -> dict[str, Any]:
-    """N clickers through the system with the loopback voice, a baseline clicker beside them."""
+    """One clicker through the system with the loopback voice while N-1 other humans talk
+    through it (their audio comes back too; they subscribe to nothing, so this process stays
+    light), and a baseline clicker through the republisher at the same time."""
     tag = uuid.uuid4().hex[:6]
     earlier = {c["id"] for c in await _emulator_calls(base)}
     await set_options(base, voice_mode="loopback")
@@ -415,33 +418,49 @@ async def phase_latency(
         "LIVEKIT_API_KEY": server.api_key,
         "LIVEKIT_API_SECRET": server.api_secret,
     }
-    clickers = [
-        Clicker(server, f"peers-lat-{system.name}-{tag}-{i}", f"c{i}", system.prefix)
-        for i in range(n)
+    clicker = Clicker(server, f"peers-lat-{system.name}-{tag}", "c0", system.prefix)
+    load = [
+        Human(
+            server,
+            f"peers-lat-{system.name}-{tag}-{i}",
+            f"l{i}",
+            auto_subscribe=False,
+            listen=False,
+            agent_prefix=system.prefix,
+        )
+        for i in range(1, n)
     ]
     base_room = f"peers-lat-base-{tag}"
     try:
         async with Child.start(env, "-m", "tests.bench.republisher", "--room", base_room) as rep:
             baseline = Clicker(server, base_room, "c-base", "republisher")
             try:
-                await asyncio.gather(*(c.join() for c in [*clickers, baseline]))
                 await asyncio.gather(
-                    *(dispatch(server, system.agent_name, c.room_name) for c in clickers)
+                    *(c.join() for c in (clicker, baseline)), *(h.join() for h in load)
                 )
-                await asyncio.gather(*(_warm_up(c) for c in [*clickers, baseline]))
-                for c in [*clickers, baseline]:
+                rooms = [clicker.room_name, *(h.room_name for h in load)]
+                await asyncio.gather(*(dispatch(server, system.agent_name, r) for r in rooms))
+                await asyncio.gather(*(wait_ready(h) for h in load))
+                await asyncio.gather(_warm_up(clicker), _warm_up(baseline))
+                for c in (clicker, baseline):
                     c.sent.onsets.clear()
                     c.heard.onsets.clear()
-                await asyncio.gather(*(c.send(clicks, 0.5) for c in [*clickers, baseline]))
+                until = time.monotonic() + clicks * 0.5
+                await asyncio.gather(
+                    *(c.send(clicks, 0.5) for c in (clicker, baseline)),
+                    *(talk(h, 300.0 + 40 * i, until, []) for i, h in enumerate(load)),
+                )
                 await asyncio.sleep(1.0)
                 await rep.stop()
             finally:
                 await asyncio.gather(
-                    *(c.leave() for c in [*clickers, baseline]), return_exceptions=True
+                    *(c.leave() for c in (clicker, baseline)),
+                    *(h.leave() for h in load),
+                    return_exceptions=True,
                 )
     finally:
         await set_options(base, voice_mode="echo")
-    trips = [t for c in clickers for t in c.trips(0.45)]
+    trips = clicker.trips(0.45)
     base_trips = baseline.trips(0.45)
     residence = [
         c["loopback"]["residence_ms"]["p50"]
@@ -457,7 +476,7 @@ async def phase_latency(
             assert value is not None
             added[name] = round((value - base_p50) * 1000 - emulator_p50, 1)
     return {
-        "clicks_back": f"{len(trips)}/{clicks * n}",
+        "clicks_back": f"{len(trips)}/{clicks}",
         "added_ms": added,
         "round_trip_ms": _summary(trips),
         "baseline_round_trip_ms": _summary(base_trips),

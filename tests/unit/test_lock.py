@@ -98,3 +98,15 @@ def test_the_image_carries_no_dev_tool() -> None:
     runtime = pins("runtime.txt")
     for tool in ("pytest", "mypy", "ruff", "hypothesis"):
         assert tool not in runtime
+
+
+def test_the_benchmarks_peer_is_locked_apart() -> None:
+    """config/requirements/peer.txt (``make lock``): livekit-agents and its OpenAI plugin at the
+    versions tests/bench/peer_bench.py compares with, hashed; it pins a livekit of its own, which
+    is why it lives in .venv-peer/ and nothing in bridge/ imports it."""
+    peer = pins("peer.txt")
+    assert peer["livekit-agents"] == {"1.8.9"}, FIX
+    assert peer["livekit-plugins-openai"] == {"1.8.9"}, FIX
+    assert peer["livekit"] != pins("dev.txt")["livekit"]
+    wanted = (LOCKS / "peer.in").read_text()
+    assert "livekit-agents==1.8.9" in wanted and "livekit-plugins-openai==1.8.9" in wanted
