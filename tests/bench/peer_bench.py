@@ -501,7 +501,10 @@ async def measure(
         result: dict[str, Any] = {"steady": await phase_steady(server, system, n, args.seconds)}
         if args.clicks:
             log(f"{name}, {n} humans: latency")
-            result["latency"] = await phase_latency(server, base, system, n, args.clicks)
+            try:
+                result["latency"] = await phase_latency(server, base, system, n, args.clicks)
+            except (RuntimeError, TimeoutError) as exc:  # a system that cannot keep up
+                result["latency"] = {"error": str(exc)}
         if n == 1:
             log(f"{name}: two humans in one room")
             result["two_humans_one_room"] = await phase_two_humans(server, system)
