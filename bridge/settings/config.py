@@ -15,8 +15,10 @@ their values never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -51,6 +53,9 @@ from bridge.billing.prices import ModelPrice, merge_prices
 from bridge.settings.tools import McpServer, ToolSpec, check_secret, check_tools
 
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
+# LiveKit's shortest accepted API secret (livekit-server: "secret is too short, should be at least
+# 32 characters"; HS256 keys under 32 bytes are refused by RFC 7518).
+MIN_LIVEKIT_SECRET = 32
 
 Voice = Literal[
     "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"
@@ -557,6 +562,19 @@ class Settings(BaseSettings):
             raise ValueError("contains control characters")
         return SecretStr(text)
 
+    @field_validator("livekit_api_secret", mode="after")
+    @classmethod
+    def _livekit_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # livekit-server warns about shorter secrets and the JWT library refuses to sign quietly
+        # with one (RFC 7518: an HS256 key of at least 32 bytes); say so here, once, by length.
+        length = len(value.get_secret_value().encode()) if value is not None else 0
+        if value is not None and 0 < length < MIN_LIVEKIT_SECRET:
+            raise ValueError(
+                f"is {length} characters; LiveKit needs at least {MIN_LIVEKIT_SECRET} (use the "
+                "secret paired with LIVEKIT_API_KEY in the server's `keys`)"
+            )
+        return value
+
     @field_validator("tools_secret", mode="after")
     @classmethod
     def _tools_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -673,11 +691,18 @@ class Settings(BaseSettings):
 
     # ---- helpers -------------------------------------------------------------------------------
     def require(self, *fields: str) -> None:
-        """Raise ConfigError naming the first of ``fields`` that is unset."""
+        """Raise ConfigError naming every one of ``fields`` that is unset (and a variable in the
+        environment that looks like a misspelling of it)."""
+        missing = []
         for field in fields:
             value = getattr(self, field)
             if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
-                raise ConfigError(f"{env_name(field)} is not set (needed by this command)")
+                name = env_name(field)
+                near = difflib.get_close_matches(name, [n for n in os.environ if n != name], 1, 0.8)
+                hint = f" ({near[0]} is set: a misspelling?)" if near else ""
+                missing.append(f"{name} is not set (needed by this command){hint}")
+        if missing:
+            raise ConfigError("\n".join(missing))
 
     @property
     def livekit_http_url(self) -> str:
@@ -711,8 +736,15 @@ def _describe(error: Any) -> str:
         else key.lower()
     )
     if error["type"] == "extra_forbidden":
-        return f"unknown setting {'.'.join(loc)!r}"
+        fields = list(Settings.model_fields)
+        return f"unknown setting {'.'.join(loc)!r}{_closest(key.lower(), fields)}"
     message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    if error["type"] == "literal_error" and isinstance(given, str):
+        # Not a secret (those are free text): the choice it most likely misspells.
+        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        near = closest(given, choices)
+        message += f"; did you mean {near!r}?" if near else ""
     if field in Settings.model_fields:
         return f"invalid setting {field}{where} ({env_name(field)}): {message}"
     return "\n".join(f"invalid settings: {line}" for line in message.splitlines())
@@ -723,8 +755,8 @@ def load_settings(
 ) -> Settings:
     """Read settings from the environment, the TOML file and ``overrides`` (highest).
 
-    ``config_path`` None means ``config/bridge.toml`` when it exists. Raises ConfigError with a
-    single line on any problem.
+    ``config_path`` None means ``config/bridge.toml`` when it exists. Raises ConfigError with one
+    line per mistake, all of them at once.
     """
     explicit = config_path is not None
     path = config_path if config_path is not None else DEFAULT_CONFIG_PATH
@@ -739,27 +771,78 @@ def load_settings(
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
     elif explicit:
         raise ConfigError(f"config file {path} does not exist")
-    unknown = sorted(
-        name
-        for name in os.environ
-        if name.upper().startswith("BRIDGE_")
-        and name[len("BRIDGE_") :].lower() not in Settings.model_fields
-    )
-    if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]} in the environment")
+    problems = _unknown_settings(data, path)
     for key, value in data.items():
         if isinstance(value, dict) and key not in TABLE_SETTINGS:
-            raise ConfigError(f"config file {path}: [{key}] tables are not settings; use keys")
+            problems.append(f"config file {path}: [{key}] tables are not settings; use keys")
+    known = {
+        k: v
+        for k, v in data.items()
+        if (k in Settings.model_fields or k in _ALIASES)
+        and (k in TABLE_SETTINGS or not isinstance(v, dict))
+    }
     try:
-        settings = Settings(**data)
+        settings = Settings(**known)
         if overrides:
             # Command-line flags beat the environment: validate them over what was read.
             settings = Settings.model_validate({**settings.model_dump(), **overrides})
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(err) for err in exc.errors())) from None
+        problems += [_describe(err) for err in exc.errors()]
     except SettingsError as exc:  # a list or table setting from the environment is not JSON
-        raise ConfigError(f"{exc}: lists and tables from the environment are JSON") from None
+        problems.append(f"{exc}: lists and tables from the environment are JSON")
+    if problems:
+        # Every mistake at once, one line each: fixing them one run at a time is slow.
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
     return settings
+
+
+_ALIASES = frozenset(name.upper() for name in _SHARED_ENV_NAMES)
+
+
+def _edits(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) from ``a`` to ``b``."""
+    rows = [list(range(len(b) + 1))]
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            best = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                best = min(best, rows[-2][j - 2] + 1)
+            row.append(best)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate ``name`` most likely misspells (a swap of two letters beats a dropped
+    one: ``MODLE`` is ``MODEL``, not ``MODE``), or None."""
+    near = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    ranked = sorted(near, key=lambda c: (sorted(c) != sorted(name), _edits(name, c)))
+    return ranked[0] if ranked else None
+
+
+def _closest(name: str, candidates: list[str]) -> str:
+    near = closest(name, candidates)
+    return f" (did you mean {near}?)" if near else ""
+
+
+def _unknown_settings(data: dict[str, Any], path: Path) -> list[str]:
+    """One line per setting name that is not one, with the closest real one: ``BRIDGE_*``
+    variables in the environment and keys of the TOML file."""
+    fields = list(Settings.model_fields)
+    env_names = [env_name(f) for f in fields]
+    lines = [
+        f"unknown setting {name} in the environment{_closest(name.upper(), env_names)}"
+        for name in sorted(os.environ)
+        if name.upper().startswith("BRIDGE_")
+        and name[len("BRIDGE_") :].lower() not in Settings.model_fields
+    ]
+    lines += [
+        f"config file {path}: unknown setting {key!r}{_closest(key.lower(), fields)}"
+        for key, value in data.items()
+        if key not in Settings.model_fields and key not in _ALIASES and not isinstance(value, dict)
+    ]
+    return lines
 
 
 def apply_overrides(settings: Settings, overrides: SessionOverrides | None) -> Settings:

@@ -86,7 +86,7 @@ async def test_serve_refuses_an_fd_that_is_no_socket() -> None:
                 **os.environ,
                 "LIVEKIT_URL": "ws://127.0.0.1:9",
                 "LIVEKIT_API_KEY": "key",
-                "LIVEKIT_API_SECRET": "secret",
+                "LIVEKIT_API_SECRET": "s" * 32,
                 "OPENAI_API_KEY": EMULATOR_KEY,
             },
             stdout=asyncio.subprocess.DEVNULL,

@@ -142,7 +142,7 @@ def pod_settings(objs: list[Obj], deployment: Obj, container: Obj, tmp: Path) ->
         if "value" in entry:
             env[name] = entry["value"]
         elif "secretKeyRef" in entry["valueFrom"]:
-            env[name] = "stand-in-secret"
+            env[name] = "stand-in-secret-" + "x" * 32
         elif entry["valueFrom"].get("fieldRef", {}).get("fieldPath") == "status.podIP":
             env[name] = "10.0.0.7"
         elif "fieldRef" in entry["valueFrom"]:  # the pod's name, namespace, node

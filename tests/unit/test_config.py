@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from bridge.realtime.errors import redact
 from bridge.settings.config import (
@@ -36,13 +36,13 @@ def test_env_beats_file_beats_default(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_shared_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIVEKIT_URL", "wss://lk.example.test/")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-    monkeypatch.setenv("LIVEKIT_API_SECRET", "s3cr3t-value")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "s3cr3t-value-long-enough-for-livekit-32")
     settings = load_settings(ROOT / "config" / "bridge.toml")
     assert settings.livekit_url == "wss://lk.example.test"
     assert settings.livekit_http_url == "https://lk.example.test"
     assert settings.openai_base_url == "http://127.0.0.1:9/v1"
-    assert "s3cr3t-value" not in repr(settings)
-    assert "s3cr3t-value" not in settings.model_dump_json()
+    assert "s3cr3t-value-long-enough-for-livekit-32" not in repr(settings)
+    assert "s3cr3t-value-long-enough-for-livekit-32" not in settings.model_dump_json()
 
 
 def test_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,6 +61,7 @@ def test_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"LIVEKIT_URL": "localhost:7880"}, "invalid setting livekit_url (LIVEKIT_URL)"),
         ({"BRIDGE_ICE_SERVERS": "turn.example.test"}, "invalid setting ice_servers"),
         ({"BRIDGE_VIDOE_FPS": "1"}, "unknown setting BRIDGE_VIDOE_FPS"),
+        ({"LIVEKIT_API_SECRET": "secret"}, "is 6 characters; LiveKit needs at least 32"),
         ({"BRIDGE_MAX_OUTPUT_TOKENS": "99999"}, "invalid setting max_output_tokens"),
     ],
 )
@@ -169,3 +170,42 @@ def test_redact_catches_escaped_forms() -> None:
     secret = "azurekey-abc\n"
     text = f"Illegal header value {secret.encode()!r} and {secret!r}"
     assert "azurekey-abc" not in redact(text, secret)
+
+
+def test_every_misspelt_setting_is_named_at_once_with_its_closest_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_MODLE", "gpt-realtime-2.1")
+    monkeypatch.setenv("BRIDGE_VOICEE", "coral")
+    monkeypatch.setenv("BRIDGE_MAX_SESIONS", "3")
+    toml = tmp_path / "bridge.toml"
+    toml.write_text('agent_nmae = "Ava"\nvoice = "corall"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(toml)
+    assert str(caught.value).splitlines() == [
+        "unknown setting BRIDGE_MAX_SESIONS in the environment (did you mean BRIDGE_MAX_SESSIONS?)",
+        "unknown setting BRIDGE_MODLE in the environment (did you mean BRIDGE_MODEL?)",
+        "unknown setting BRIDGE_VOICEE in the environment (did you mean BRIDGE_VOICE?)",
+        f"config file {toml}: unknown setting 'agent_nmae' (did you mean agent_name?)",
+        "invalid setting voice (BRIDGE_VOICE): Input should be 'alloy', 'ash', 'ballad', "
+        "'coral', 'echo', 'sage', 'shimmer', 'verse', 'marin' or 'cedar'; did you mean 'coral'?",
+    ]
+
+
+def test_a_short_livekit_secret_is_a_settings_error_not_a_jwt_warning() -> None:
+    with pytest.raises(ValidationError, match="is 11 characters; LiveKit needs at least 32"):
+        Settings(livekit_api_key="k", livekit_api_secret=SecretStr("devsecret12"))
+    assert Settings(livekit_api_secret=SecretStr("s" * 32)).livekit_api_secret is not None
+
+
+def test_a_missing_setting_points_at_a_near_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEKIT_API_SECRT", "s" * 40)
+    with pytest.raises(ConfigError) as caught:
+        Settings(livekit_api_key="k").require(
+            "livekit_api_key", "livekit_api_secret", "openai_api_key"
+        )
+    assert str(caught.value).splitlines() == [
+        "LIVEKIT_API_SECRET is not set (needed by this command) "
+        "(LIVEKIT_API_SECRT is set: a misspelling?)",
+        "OPENAI_API_KEY is not set (needed by this command)",
+    ]
