@@ -231,8 +231,11 @@ class Settings(BaseSettings):
     )
     voice: Voice = Field(default="alloy", description="Model voice.")
     transcription_model: str = Field(
-        default="gpt-4o-mini-transcribe",
-        description="Model for the humans' transcripts; empty turns user transcripts off.",
+        default="gpt-transcribe",
+        description=(
+            "Model for the humans' transcripts (billed per minute); empty turns user transcripts "
+            "off."
+        ),
     )
     transcription_language: str | None = Field(
         default=None, max_length=16, description="ISO-639-1 hint for transcription."
