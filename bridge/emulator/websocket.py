@@ -251,7 +251,9 @@ class WebSocketSession(EmulatedSession):
                 "item": item,
             }
         )
-        self.emit({"type": "conversation.item.added", "item": item, "previous_item_id": None})
+        # In the conversation like any answer, so a client's truncate or delete finds it.
+        after = self.model.conversation.add(item)
+        self.emit({"type": "conversation.item.added", "item": item, "previous_item_id": after})
         where = {"response_id": response_id, "item_id": item_id, "output_index": 0}
         self.emit(
             {

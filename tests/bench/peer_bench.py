@@ -495,6 +495,7 @@ async def measure(
     name: str, server: LiveKitServer, base: str, n: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     log(f"{name}, {n} humans: starting")
+    earlier = {c["id"] for c in await _emulator_calls(base)}
     async with run_system(name, server, base, n) as system:
         await asyncio.sleep(3.0)  # warm processes started, registration settled
         log(f"{name}, {n} humans: steady")
@@ -509,6 +510,15 @@ async def measure(
             log(f"{name}: two humans in one room")
             result["two_humans_one_room"] = await phase_two_humans(server, system)
         log(f"{name}, {n} humans: stopping")
+    # What the emulator saw of this system's sessions: protocol errors would show here.
+    calls = [c for c in await _emulator_calls(base) if c["id"] not in earlier]
+    errors = [e for c in calls for e in c["errors"]]
+    result["emulator"] = {
+        "sessions": len(calls),
+        "transports": sorted({c.get("transport", "") for c in calls}),
+        "errors": len(errors),
+        "first_errors": errors[:5],
+    }
     return result
 
 

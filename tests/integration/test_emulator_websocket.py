@@ -256,6 +256,13 @@ async def test_loopback_voice(emulator: EmulatorServer, client: AsyncOpenAI) -> 
         assert b"".join(base64.b64decode(d.delta) for d in deltas) == sent
         assert "input_audio_buffer.speech_started" not in s.types()
         assert snapshot(emulator)["loopback"]["packets"] == 3
+        # The answer is an item like any other: a client that stopped playing truncates it.
+        await s.connection.conversation.item.truncate(
+            item_id=deltas[0].item_id, content_index=0, audio_end_ms=100
+        )
+        truncated = await s.next("conversation.item.truncated")
+        assert truncated.item_id == deltas[0].item_id
+        assert snapshot(emulator)["errors"] == []
 
 
 async def test_ephemeral_key(emulator: EmulatorServer) -> None:
