@@ -11,9 +11,10 @@ every microphone mixed (``MixedMicrophones``, bridge/room/mixer.py). Either sour
 - counts the frames the call's track dropped (``bridge_audio_frames_dropped_total{uplink}``);
 - while ``watch_level`` is on (a call switch is pending, see rollover.py), notes when the human
   was last loud enough to be speaking: the model's own speech events lag behind that;
-- keeps, for the call attached, where its input clock stood as recent frames went out, so a
-  speech event's ``audio_start_ms``/``audio_end_ms`` maps back to when the room heard it
-  (``room_time``: the turn's spans and its latency).
+- keeps, for the call attached, where its input clock stood as recent frames went out and
+  whether they were loud, so a speech event's ``audio_start_ms``/``audio_end_ms`` maps back to
+  when the room heard that speech begin and end (``speech_onset``, ``speech_end``: the turn's
+  spans and its latency; the model's start includes its prefix padding).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import time
 from collections import deque
 from typing import Protocol
 
-from bridge.audio import Pcm, is_loud, loud_peak
+import numpy as np
+
+from bridge.audio import SAMPLE_RATE, Pcm, is_loud, loud_peak
 from bridge.metrics import AUDIO_FRAMES_DROPPED
 from bridge.realtime.instruments import FrameProbe
 from bridge.realtime.tracks import PcmAudioTrack
@@ -48,11 +51,23 @@ class UplinkGate:
         self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
         # (the call's input clock in ms, capture time) of the frames sent lately: a minute.
         self._sent: deque[tuple[int, float]] = deque(maxlen=3000)
+        # Where loud stretches began and ended (the input clock's ms of their frame, the time
+        # of their first / after their last loud sample), for the speech events to land on.
+        self._onsets: deque[tuple[int, float]] = deque(maxlen=200)
+        self._ends: deque[tuple[int, float]] = deque(maxlen=200)
+        self._loud_frame: tuple[int, int, Pcm] | None = None  # the last one, while loud
+        self._stretch_peak = 0  # the loudest sample of the stretch so far
+        # Samples sent to the call; the stretch's first loud sample (position, time heard).
+        self._position = 0
+        self._stretch = (0, 0.0)
 
     def attach(self, sink: PcmAudioTrack | None) -> None:
         """The call's uplink track from now on (None: no call; listen for speech only)."""
         self._sink = sink
-        self._sent.clear()  # another call: another input clock
+        for times in (self._sent, self._onsets, self._ends):
+            times.clear()  # another call: another input clock
+        self._loud_frame = None
+        self._position = 0
         self.attachments += 1
         self._dropped_seen = 0
         self.woke.clear()
@@ -76,10 +91,35 @@ class UplinkGate:
             AUDIO_FRAMES_DROPPED.labels("uplink").inc(new)
             self.dropped += new
             self._dropped_seen = sink.dropped_frames
-        if self.watch_level and is_loud(pcm, self._loud_peak):
+        loud = is_loud(sent, self._loud_peak)
+        if self.watch_level and loud:
             self.last_loud_at = now
         self._sent.append((sink.sent_ms, said_at))
+        self._edges(sink.sent_ms, said_at, sent, loud)
+        self._position += len(sent)
         return sink.sent_ms, said_at
+
+    def _edges(self, sent_ms: int, said_at: float, pcm: Pcm, loud: bool) -> None:
+        """Note where a loud stretch begins and ends, to the sample, at a quarter of its peak
+        (the codec's smear around a voice is quieter). Its start is timed by its frame's
+        arrival; its end by the samples since (arrival times jitter with the event loop)."""
+        if loud and self._loud_frame is None:
+            level = np.abs(pcm.astype(np.int32))
+            self._stretch_peak = int(level.max())
+            first = int(np.argmax(level > max(self._loud_peak, self._stretch_peak / 4)))
+            self._stretch = (self._position + first, said_at + first / SAMPLE_RATE)
+            self._onsets.append((sent_ms, self._stretch[1]))
+        if loud:
+            self._loud_frame = (sent_ms, self._position, pcm)
+            self._stretch_peak = max(self._stretch_peak, int(pcm.max()), -int(pcm.min()))
+        elif self._loud_frame is not None:
+            last_ms, last_position, last_pcm = self._loud_frame
+            level = np.abs(last_pcm.astype(np.int32))[::-1]
+            tail = int(np.argmax(level > max(self._loud_peak, self._stretch_peak / 4)))
+            start, heard = self._stretch
+            samples = last_position + len(last_pcm) - tail - start
+            self._ends.append((last_ms, heard + samples / SAMPLE_RATE))
+            self._loud_frame = None
 
     def room_time(self, input_ms: int) -> float | None:
         """When the room heard what the attached call's input clock has at ``input_ms``
@@ -90,6 +130,22 @@ class UplinkGate:
         index = max(0, bisect.bisect_right(self._sent, (input_ms, float("inf"))) - 1)
         at_ms, at = self._sent[index]
         return at + (input_ms - at_ms) / 1000
+
+    def speech_onset(self, start_ms: int) -> float | None:
+        """When the speech the model heard from ``start_ms`` (its ``audio_start_ms``, prefix
+        padding included) began in the room: its first loud sample from there on."""
+        index = bisect.bisect_left(self._onsets, (start_ms, -float("inf")))
+        if index < len(self._onsets):
+            return self._onsets[index][1]
+        return self.room_time(start_ms)
+
+    def speech_end(self, end_ms: int) -> float | None:
+        """When the speech the model heard end at ``end_ms`` (its ``audio_end_ms``) ended in
+        the room: after its last loud sample before there."""
+        index = bisect.bisect_left(self._ends, (end_ms, -float("inf"))) - 1
+        if index >= 0:
+            return self._ends[index][1]
+        return self.room_time(end_ms)
 
 
 class Uplink(Protocol):

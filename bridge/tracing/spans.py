@@ -22,6 +22,7 @@ from bridge import __version__
 
 __all__ = [
     "MAX_TEXT",
+    "NO_PARENT",
     "Attributes",
     "Parent",
     "Span",
@@ -46,6 +47,8 @@ MAX_TEXT = 4_000
 _provider: TracerProvider | None = None
 
 Parent = Span | otel_context.Context | None
+# A parent that is none: the span starts a trace of its own.
+NO_PARENT: Span = trace.INVALID_SPAN
 Attributes = Mapping[str, AttributeValue]
 
 

@@ -6,7 +6,8 @@ starts at the human's speech onset (as the room heard it) and holds the events
     speech started / speech stopped     the human's speech, in the room's time
     response created                    each response the model made for it (a child span each)
     first answer audio                  the first answer audio handed to the room
-    answer end | barge-in               the answer's audio ending in the room, or cut by the human
+    answer end | barge-in               the answer's last audio handed to the room, or the human
+                                        cutting it
 
 and ends when the answer has played (or was cut, cancelled, or the call ended). Tool calls run
 inside it (``parent``); a response that calls tools is followed by the one that answers with
@@ -51,6 +52,7 @@ class _Turn:
     onset: float
     speech_end: float | None = None
     first_audio: float | None = None
+    last_audio: float | None = None
     responses: set[str] = field(default_factory=set)  # made for this turn, not done yet
     answering: bool = False  # a response is in progress
     audio_playing: bool = False
@@ -138,11 +140,12 @@ class TurnTracer:
         self._event("response created", at, {genai.RESPONSE_ID: response_id})
 
     def answer_audio(self, at: float) -> None:
-        """Answer audio was handed to the room (every chunk may call; the first one counts)."""
+        """An audible frame of the answer was handed to the room (called for each)."""
         turn = self._turn
         if turn is None:
             return
         turn.audio_playing = True
+        turn.last_audio = at
         if turn.first_audio is not None:
             return
         turn.first_audio = at
@@ -152,15 +155,24 @@ class TurnTracer:
             turn.span.set_attribute("bridge.turn.latency_seconds", round(latency, 3))
             observe(TURN_LATENCY_SECONDS, latency, spans.exemplar(turn.span))
 
-    def answer_stopped(self, at: float) -> None:
-        """The answer's audio ended in the room (played out)."""
+    def answer_quiet(self) -> None:
+        """The answer's audio has gone quiet in the room (its last audible frame was handed on
+        a while ago): the answer ended there, unless more of it is still being made."""
         turn = self._turn
         if turn is None or not turn.audio_playing:
             return
         turn.audio_playing = False
-        self._event("answer end", at)
         if not (turn.answering or turn.tools_pending):
-            self._end("answered", at)
+            self._answered(turn)
+
+    def _answered(self, turn: _Turn, at: float | None = None) -> None:
+        """The answer is over: its last audible frame went to the room (``answer end``) and
+        its responses are done (at ``at``, when that came later)."""
+        end = at
+        if turn.last_audio is not None:
+            self._event("answer end", turn.last_audio)
+            end = max(turn.last_audio, at if at is not None else 0.0)
+        self._end("answered", end)
 
     def response_done(
         self,
@@ -189,8 +201,12 @@ class TurnTracer:
         turn.tools_pending = tool_calls > 0 and status == "completed"
         if status in ("cancelled", "incomplete", "failed"):
             turn.span.set_attribute("bridge.turn.cancelled", status == "cancelled")
-        if not (turn.audio_playing or turn.tools_pending):
-            self._end("answered" if status == "completed" else status, at)
+        if turn.audio_playing or turn.tools_pending:
+            return
+        if status == "completed":
+            self._answered(turn, at)
+        else:
+            self._end(status, at)
 
     def barge_in(self, onset: float, *, stopped: float) -> None:
         """The human spoke over the answer from ``onset``; its audio stopped in the room at

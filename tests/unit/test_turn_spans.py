@@ -58,11 +58,14 @@ def test_a_spoken_turn_with_a_tool_is_one_span_with_its_responses_inside(
     spans.end_span(tool)
     turns.response_created("resp_2", t0 + 2.3)
     turns.answer_audio(t0 + 2.5)
-    turns.answer_audio(t0 + 2.52)  # later chunks change nothing
+    turns.answer_audio(t0 + 2.52)  # later frames move only the answer's end
+    turns.answer_quiet()  # a pause while the response is still being made: not the end
+    turns.answer_audio(t0 + 3.96)
     turns.response_done(
         "resp_2", status="completed", usage=USAGE, cost_usd=0.003, tool_calls=0, at=t0 + 3.0
     )
-    turns.answer_stopped(t0 + 4.0)
+    turns.answer_audio(t0 + 4.0)
+    turns.answer_quiet()
     spans.end_span(call)
     done = {s.name: s for s in exported.get_finished_spans()}
     turn = done["turn"]
