@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -91,6 +91,21 @@ class TaskSet:
         self._closed = True
         while self._tasks:
             await cancel_and_wait(*self._tasks)
+
+
+async def wait_in_loop(awaitable: Awaitable[T], timeout: float) -> T:
+    """``asyncio.wait_for`` for one step of a loop that runs until cancelled.
+
+    On Python 3.11, ``wait_for`` returns the result and drops a cancel that arrives in the loop
+    iteration where its awaitable finishes (CPython gh-86296, fixed in 3.12); the loop would
+    then go on to its next wait and park there for good, and its owner's ``cancel_and_wait``
+    with it. Here that cancel is raised after all.
+    """
+    result = await asyncio.wait_for(awaitable, timeout)
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return result
 
 
 async def wait_for(awaitable: Coroutine[Any, Any, T], timeout: float, what: str) -> T:

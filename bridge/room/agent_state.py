@@ -14,7 +14,7 @@ from enum import Enum
 
 from livekit import rtc
 
-from bridge.aio import TaskSet
+from bridge.aio import TaskSet, wait_in_loop
 from bridge.room.identity import (
     HUMAN_STATE_ATTRIBUTE,
     HUMAN_TRACK_ATTRIBUTE,
@@ -130,7 +130,7 @@ class AttributeWriter:
             if not changed:
                 continue
             try:
-                await asyncio.wait_for(self._participant.set_attributes(changed), SET_TIMEOUT)
+                await wait_in_loop(self._participant.set_attributes(changed), SET_TIMEOUT)
             except TimeoutError:
                 logger.warning(
                     "could not update agent attributes: no answer within %g s; retrying",

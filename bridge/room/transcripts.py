@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from livekit import rtc
 
+from bridge.aio import wait_in_loop
 from bridge.room.media import SpeakerPump
 
 logger = logging.getLogger(__name__)
@@ -259,12 +260,12 @@ class Transcripts:
         """Perform queued writes in order and pace model text by playback."""
         while True:
             try:
-                op = await asyncio.wait_for(self._ops.get(), TICK_SECONDS)
+                op = await wait_in_loop(self._ops.get(), TICK_SECONDS)
             except TimeoutError:
                 self.tick()
                 continue
             try:
-                await asyncio.wait_for(op(), WRITE_TIMEOUT)
+                await wait_in_loop(op(), WRITE_TIMEOUT)
             except (TimeoutError, Exception) as exc:  # the SDK raises plain Exception
                 logger.warning("transcript write failed: %s", exc, extra=self._extra)
             if self._ops.empty():

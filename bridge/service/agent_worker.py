@@ -54,7 +54,7 @@ from livekit import api
 from livekit.protocol import agent as lkagent
 
 from bridge import __version__
-from bridge.aio import TaskSet, cancel_and_wait
+from bridge.aio import TaskSet, cancel_and_wait, wait_in_loop
 from bridge.metrics import (
     AGENT_OFFER_SECONDS,
     AGENT_OFFERS,
@@ -264,7 +264,7 @@ class AgentWorker:
                     answer = self.handle_frame(message.data)
                     if answer is not None:
                         # Straight from here (no queue hop): LiveKit waits for it.
-                        await asyncio.wait_for(ws.send_bytes(answer.SerializeToString()), timeout)
+                        await wait_in_loop(ws.send_bytes(answer.SerializeToString()), timeout)
                         self._answered(time.perf_counter() - received)
                     if self._go_away:
                         break
@@ -342,7 +342,7 @@ class AgentWorker:
         timeout = self.settings.agent_dispatch_timeout
         while True:
             message = await self._outbox.get()
-            await asyncio.wait_for(ws.send_bytes(message.SerializeToString()), timeout)
+            await wait_in_loop(ws.send_bytes(message.SerializeToString()), timeout)
 
     def _answered(self, seconds: float) -> None:
         self._answer_seconds.append(seconds)
