@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,13 +127,31 @@ def _exit_now(pool: WorkerPool) -> None:
 
 
 async def run_join(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.logs import one_line, redact_tokens
     from bridge.room.capacity import SessionBudget
-    from bridge.room.worker import RoomWorker
+    from bridge.room.worker import JOIN_TIMEOUT, RoomWorker
+    from bridge.service.start_checks import start_problems
 
     settings.require("livekit_api_key", "livekit_api_secret", "openai_api_key")
+    # LiveKit and the model service, asked first: a mistake there is one clear line and exit 1,
+    # not the SDK's connect retries and a traceback.
+    problems = await start_problems(settings, args.room)
+    for problem in problems:
+        print(f"room-bridge: {problem.line}", file=sys.stderr)
+    if problems:
+        return 1
     worker = RoomWorker(settings, args.room, budget=SessionBudget(settings.max_sessions))
     try:
-        await worker.start()
+        try:
+            await worker.start()
+        except Exception as exc:  # the SDK raises ConnectError (an Exception) or we time out
+            detail = redact_tokens(str(exc)) or f"no answer in {JOIN_TIMEOUT:g} s"
+            print(
+                f"room-bridge: could not join room {args.room!r} at {settings.livekit_url}: "
+                f"{one_line(detail, 300)}",
+                file=sys.stderr,
+            )
+            return 1
         done = asyncio.ensure_future(worker.wait())
         signalled = asyncio.ensure_future(_until_signal())
         await asyncio.wait({done, signalled}, return_when=asyncio.FIRST_COMPLETED)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import socket
 import sys
 import time
 from typing import Any
@@ -60,6 +63,43 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+# A JWT (LiveKit access tokens): the livekit SDK puts the whole token in a refused connect's
+# message ("401 Unauthorized - invalid token: eyJ..."), and a token is a credential until it
+# expires.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def network_reason(exc: BaseException) -> str | None:
+    """Why a connection failed, in a few words ("connection refused", "host name not resolved"),
+    from ``exc`` or what caused it; None when no OS-level reason is found."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "os_error", None)
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "host name not resolved"
+    for error in chain:
+        if isinstance(error, OSError) and error.errno and error.errno > 0:
+            return os.strerror(error.errno).lower()
+    return None
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with any JWT replaced by ``<token>``."""
+    return _JWT.sub("<token>", text)
+
+
+class _Tokens(logging.Filter):
+    """Keeps tokens out of every line, whoever logs it (the SDK's own log lines included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "eyJ" in message:
+            record.msg, record.args = redact_tokens(message), None
+        return True
+
+
 class _SdkNoise(logging.Filter):
     """Drops a warning the livekit SDK prints on every clean disconnect (handles it already
     released); it says nothing about our state and would teach operators to ignore warnings."""
@@ -71,6 +111,7 @@ class _SdkNoise(logging.Filter):
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_SdkNoise())
+    handler.addFilter(_Tokens())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -4,6 +4,7 @@
     POST /v1/realtime/client_secrets         mint an ek_ key bound to a session
     GET  /v1/realtime?model=…                the WebSocket transport (Bearer key or ek_ key)
     POST /v1/realtime/calls/{id}/hangup
+    GET  /v1/models[/{model}]                the models it serves (bridge/emulator/models_api.py)
     GET  /v1/_emulator/calls[/{id}]          what each call saw (tests, benchmarks)
     GET|PATCH /v1/_emulator/options          the fake model's options and fault injection
 
@@ -26,7 +27,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiortc import RTCPeerConnection
 from pydantic import ValidationError
 
+from bridge.emulator import models_api
 from bridge.emulator.model import new_id, session_from_request
+from bridge.emulator.models_api import refuse_unserved
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.peer import EmulatedCall, OfferError
 from bridge.emulator.schema import check_session
@@ -136,6 +139,9 @@ class Emulator:
         problem = check_session(requested)
         if problem is not None:
             return openai_error(400, problem.message, param=problem.param, code=problem.code)
+        refused = refuse_unserved(requested)
+        if refused is not None:
+            return refused
 
         call_id = new_id("rtc")
         pc = RTCPeerConnection(rtc_configuration(self.settings))
@@ -186,6 +192,9 @@ class Emulator:
         problem = check_session(requested)
         if problem is not None:
             return openai_error(400, problem.message, param=problem.param, code=problem.code)
+        refused = refuse_unserved(requested)
+        if refused is not None:
+            return refused
         ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, autoping=True)
         if not ws.can_prepare(request).ok:
             return openai_error(400, "This endpoint expects a WebSocket upgrade.")
@@ -412,6 +421,9 @@ def create_app(settings: Settings, options: EmulatorOptions) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[EMULATOR_KEY] = emulator
     app.router.add_post("/v1/realtime/calls", emulator.create_call)
+    app.router.add_routes(
+        models_api.routes(lambda request: emulator._authorize(request, allow_ephemeral=False)[1])
+    )
     app.router.add_get("/v1/realtime", emulator.connect_websocket)
     app.router.add_post("/v1/realtime/client_secrets", emulator.create_client_secret)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", emulator.hangup)

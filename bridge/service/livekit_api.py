@@ -24,7 +24,7 @@ import aiohttp
 from livekit import api
 from livekit.protocol import agent_dispatch, models
 
-from bridge.logs import one_line
+from bridge.logs import network_reason, one_line
 from bridge.metrics import LIVEKIT_API_CALLS
 from bridge.settings.config import Settings
 
@@ -56,12 +56,7 @@ def describe_connection_error(exc: BaseException) -> str:
         return "host name not resolved"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return "TLS certificate not trusted"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        os_error = exc.os_error
-        return (os_error.strerror or type(os_error).__name__).lower()
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return one_line(str(exc) or type(exc).__name__, 120)
+    return network_reason(exc) or one_line(str(exc) or type(exc).__name__, 120)
 
 
 def refused(where: str, key: str, status: int | str) -> str:
@@ -84,6 +79,8 @@ class LiveKitServerAPI:
         # When a call last got an answer (readiness), and the last failure (status, logs).
         self.last_ok: float | None = None
         self.last_error: str | None = None
+        # The last call was refused for who we are (key or secret): no retry cures that.
+        self.refused = False
 
     @property
     def _api(self) -> api.LiveKitAPI:
@@ -143,7 +140,8 @@ class LiveKitServerAPI:
             )
         except (aiohttp.ClientError, OSError) as exc:
             error = LiveKitAPIError(
-                f"LiveKit server API at {self.url} unreachable: {describe_connection_error(exc)}",
+                f"LiveKit server API at {self.url} unreachable: "
+                f"{describe_connection_error(exc)} (LIVEKIT_URL)",
                 retryable=True,
                 code="unreachable",
             )
@@ -151,10 +149,12 @@ class LiveKitServerAPI:
             LIVEKIT_API_CALLS.labels(what, "ok").inc()
             self.last_ok = time.monotonic()
             self.last_error = None
+            self.refused = False
             return result
         LIVEKIT_API_CALLS.labels(what, error.code or "error").inc()
         if error.code != "not_found":
             self.last_error = str(error)
+            self.refused = error.code == "refused"
         raise error
 
     def _twirp_error(self, what: str, exc: api.TwirpError) -> LiveKitAPIError:

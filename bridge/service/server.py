@@ -36,6 +36,7 @@ from bridge.service.agent_worker import AgentWorker
 from bridge.service.dispatch import Dispatcher, Outcome, Rooms
 from bridge.service.http_guard import Rejections
 from bridge.service.livekit_api import LiveKitServerAPI
+from bridge.service.start_checks import ModelWatch
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
 from bridge.tracing import spans
 
@@ -75,6 +76,7 @@ class BridgeServer:
             )
         )
         self._workers_alive = workers_alive
+        self.model_watch = ModelWatch(settings)
         # Refusals of what a sender did: counted, and logged at most once a second per reason.
         self.rejections = Rejections()
         self._tasks = TaskSet("server")
@@ -98,6 +100,7 @@ class BridgeServer:
 
     def start(self) -> None:
         self._tasks.create_task(self._tick(), name="loop-monitor")
+        self._tasks.create_task(self.model_watch.run(), name="model-check")
         self.dispatcher.start()
         if self.agent is not None:
             self.agent.start()
@@ -261,11 +264,13 @@ class BridgeServer:
             reasons.append(why)
         if self._workers_alive is not None and self._workers_alive() == 0:
             reasons.append("no worker process is running")
-        seen = self.dispatcher.last_api_ok
+        seen = self.lkapi.last_ok
         grace = max(10.0, 3 * self.settings.reconcile_interval)
-        if time.monotonic() - (seen if seen is not None else self.started) > grace:
-            detail = self.dispatcher.last_reconcile_error or "no answer yet"
-            reasons.append(f"LiveKit server API not reachable: {detail}")
+        if self.lkapi.refused or time.monotonic() - (seen or self.started) > grace:
+            reasons.append(self.lkapi.last_error or "LiveKit server API: no answer yet")
+        refused = self.model_watch.not_ready()
+        if refused is not None:
+            reasons.append(refused)
         return reasons
 
     async def readyz(self, request: web.Request) -> web.Response:
@@ -290,6 +295,14 @@ class BridgeServer:
             workers=describe() if describe is not None else [],
             agent_dispatch=self.agent.describe() if self.agent is not None else None,
             models=self.models(),
+            outside={
+                "livekit_api": self.lkapi.last_error or ("ok" if self.lkapi.last_ok else None),
+                "model_service": (
+                    self.model_watch.problem.line
+                    if self.model_watch.problem
+                    else ("ok" if self.model_watch.checked else None)
+                ),
+            },
         )
 
     def models(self) -> dict[str, Any]:

@@ -170,3 +170,26 @@ async def test_fault_routes_need_a_live_call(emulator: EmulatorServer) -> None:
         for fault in ("expire", "drop"):
             response = await client.post(f"{emulator.base_url}/_emulator/calls/rtc_nope/{fault}")
             assert response.status_code == 404
+
+
+async def test_models_are_listed_and_an_unknown_one_is_not_found(emulator: EmulatorServer) -> None:
+    """``GET /v1/models[/{model}]`` as openai's own client reads it; a call for a model the
+    emulator does not serve is refused the way the service refuses one (403 model_not_found)."""
+    import openai
+
+    async with openai.AsyncOpenAI(api_key=EMULATOR_KEY, base_url=emulator.base_url) as client:
+        model = await client.models.retrieve("gpt-realtime-2.1")
+        assert (model.id, model.object) == ("gpt-realtime-2.1", "model")
+        listed = [m.id async for m in client.models.list()]
+        assert "gpt-realtime-2.1" in listed and "gpt-4o-mini-transcribe" in listed
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.models.retrieve("gpt-realtime-9")
+        assert missing.value.code == "model_not_found"
+    wrong = openai.AsyncOpenAI(api_key="sk-not-the-key-000000", base_url=emulator.base_url)
+    async with wrong:
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.models.retrieve("gpt-realtime-2.1")
+    session = {"type": "realtime", "model": "gpt-realtime-9"}
+    response = await post_call(emulator, headers=AUTH, files=multipart("v=0\r\n", session))
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "model_not_found"

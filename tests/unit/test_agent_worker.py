@@ -14,7 +14,7 @@ from livekit.protocol import agent as lkagent
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from bridge.service import agent_worker
+from bridge.service import agent_socket
 from bridge.service.agent_worker import AgentWorker, agent_socket_url, job_outcome
 from bridge.service.dispatch import Dispatcher
 from bridge.service.local_rooms import RoomInfo
@@ -48,20 +48,20 @@ def assignment(job_id: str, room: str) -> bytes:
 
 def sent(worker: AgentWorker) -> list[lkagent.WorkerMessage]:
     out = []
-    while not worker._outbox.empty():
-        out.append(worker._outbox.get_nowait())
+    while not worker.socket._outbox.empty():
+        out.append(worker.socket._outbox.get_nowait())
     return out
 
 
 def handle(worker: AgentWorker, frame: bytes) -> lkagent.AvailabilityResponse | None:
-    answer = worker.handle_frame(frame)
+    answer = worker.jobs.handle_frame(frame)
     return answer.availability if answer is not None else None
 
 
 async def connected(settings: Settings, rooms: FakeRooms) -> AgentWorker:
     dispatcher = Dispatcher(settings, rooms)
     worker = AgentWorker(settings, dispatcher, dispatcher.lkapi)
-    worker._connected = True  # as after registration; nothing is actually sent
+    worker.socket.connected = True  # as after registration; nothing is actually sent
     return worker
 
 
@@ -71,8 +71,8 @@ async def test_an_offer_is_answered_with_the_deterministic_identity(settings: Se
     assert answer is not None and answer.available and answer.job_id == "AJ_1"
     assert answer.participant_identity == "room-bridge-support-1"
     assert answer.participant_attributes["lk.agent.name"] == "helper"
-    assert worker._offers["AJ_1"].overrides is not None
-    assert worker._offers["AJ_1"].overrides.voice == "coral"
+    assert worker.jobs._offers["AJ_1"].overrides is not None
+    assert worker.jobs._offers["AJ_1"].overrides.voice == "coral"
     # The accepted offer holds a session: one more fills the instance (WS_FULL, load 1).
     assert handle(worker, offer("AJ_2", "support-2")) is not None
     updates = [m.update_worker for m in sent(worker) if m.HasField("update_worker")]
@@ -87,7 +87,7 @@ async def test_an_offer_is_answered_with_the_deterministic_identity(settings: Se
 async def test_a_room_we_serve_is_acknowledged_not_joined_twice(settings: Settings) -> None:
     worker = await connected(settings, FakeRooms({"r": RoomInfo(sessions=1, humans=1)}))
     answer = handle(worker, offer("AJ_1", "r"))
-    assert answer is not None and answer.available and not worker._offers["AJ_1"].join
+    assert answer is not None and answer.available and not worker.jobs._offers["AJ_1"].join
     await worker.aclose()
 
 
@@ -102,8 +102,8 @@ async def test_bad_frames_and_bad_offers_are_logged_and_survived(settings: Setti
         handle(worker, offer("AJ_bad", "r3", metadata='{"openai_base_url": "http://x"}')),
     ]
     assert [a is not None and a.available for a in out] == [False, False, True, True]
-    assert worker._offers["AJ_big"].overrides is None
-    assert worker._offers["AJ_bad"].overrides is None
+    assert worker.jobs._offers["AJ_big"].overrides is None
+    assert worker.jobs._offers["AJ_bad"].overrides is None
     await worker.aclose()
 
 
@@ -111,7 +111,7 @@ async def test_draining_refuses_and_reports_full(settings: Settings) -> None:
     rooms = FakeRooms()
     dispatcher = Dispatcher(settings, rooms)
     worker = AgentWorker(settings, dispatcher, dispatcher.lkapi)
-    worker._connected = True
+    worker.socket.connected = True
     dispatcher.draining = True
     (update,) = [m.update_worker for m in sent(worker)]
     assert update.status == lkagent.WS_FULL and update.load == 0.0
@@ -172,14 +172,14 @@ async def test_job_status_follows_the_room_failed_with_the_error_or_success(
     monkeypatch.setattr(dispatcher, "_look", look)
     monkeypatch.setattr(dispatcher, "_room_sid", room_sid)
     worker = AgentWorker(settings, dispatcher, dispatcher.lkapi)
-    worker._connected = True
+    worker.socket.connected = True
 
     # The join fails: the job failed, with the join's error.
     await assigned(worker, dispatcher, "AJ_broken", "broken")
     (update,) = job_updates(worker)
     assert (update.job_id, update.status) == ("AJ_broken", lkagent.JS_FAILED)
     assert update.error == "could not connect to LiveKit: boom"
-    assert worker._jobs == {}
+    assert worker.jobs._jobs == {}
 
     # Joined (running), then the agent is disconnected by an error: failed, with the reason.
     await assigned(worker, dispatcher, "AJ_dropped", "dropped")
@@ -198,7 +198,7 @@ async def test_job_status_follows_the_room_failed_with_the_error_or_success(
     dispatcher.on_room_ended("done", "no humans left", duplicate=False)
     (update,) = job_updates(worker)
     assert (update.job_id, update.status, update.error) == ("AJ_done", lkagent.JS_SUCCESS, "")
-    assert worker._jobs == {}
+    assert worker.jobs._jobs == {}
     await worker.aclose()
     await dispatcher.aclose()
 
@@ -358,7 +358,8 @@ class ReconnectScript:
         await ws.send_bytes(register_answer("W2"))
         await self.next_message(ws, "update_worker")
         self.again.set()
-        await self.drop.wait()
+        async for _ in ws:  # held until the worker closes it (a drop here would be a 5th)
+            pass
 
 
 async def test_reconnects_with_growing_jittered_backoff_and_survives_bad_frames(
@@ -371,7 +372,7 @@ async def test_reconnects_with_growing_jittered_backoff_and_survives_bad_frames(
     script = ReconnectScript()
     rooms = FakeRooms({"kept": RoomInfo(sessions=1, humans=1)})
     jitter = RecordingRandom()
-    monkeypatch.setattr(agent_worker, "random", jitter)
+    monkeypatch.setattr(agent_socket, "random", jitter)
     failed_before = sample("bridge_agent_registrations_total", result="failed")
     ok_before = sample("bridge_agent_registrations_total", result="ok")
     async with FakeAgentServer(script.steps) as server:
@@ -389,12 +390,12 @@ async def test_reconnects_with_growing_jittered_backoff_and_survives_bad_frames(
             registered_while_paused.append(sample("bridge_agent_registered"))
             await asyncio.sleep(0)
 
-        monkeypatch.setattr(worker, "_pause", pause)
+        monkeypatch.setattr(worker.socket, "_pause", pause)
         assert sample("bridge_agent_registered") == 0.0
         worker.start()
         try:
             await asyncio.wait_for(script.first_served.wait(), 10)
-            assert worker.state == "registered" and worker.worker_id == "W1"
+            assert worker.socket.state == "registered" and worker.socket.worker_id == "W1"
             assert sample("bridge_agent_registered") == 1.0
             assert len(server.registers) == 1  # the bad frames did not make it register again
             malformed = [r for r in caplog.records if "malformed" in r.getMessage()]
@@ -409,10 +410,10 @@ async def test_reconnects_with_growing_jittered_backoff_and_survives_bad_frames(
             await worker.aclose()
             await dispatcher.aclose()
     assert [r.agent_name for r in server.registers] == ["helper"] * 5
-    assert worker.registrations == 2 and worker.worker_id == "W2"
+    assert worker.socket.registrations == 2 and worker.socket.worker_id == "W2"
     # The served room was not left when the socket dropped; its job is still ours.
     assert rooms.left == [] and rooms.has_room("kept")
-    assert [j.room for j in worker._jobs.values()] == ["kept"]
+    assert [j.room for j in worker.jobs._jobs.values()] == ["kept"]
     assert sample("bridge_agent_registrations_total", result="failed") - failed_before == 3
     assert sample("bridge_agent_registrations_total", result="ok") - ok_before == 2
     assert "registration answer is not a ServerMessage" in caplog.text
@@ -425,3 +426,57 @@ async def test_reconnects_with_growing_jittered_backoff_and_survives_bad_frames(
     for delay, (low, high) in zip(pauses, jitter.bounds, strict=True):
         assert low <= delay <= high
     assert pauses[0] <= pauses[1] <= pauses[2]
+
+
+async def test_a_refused_key_is_one_clear_line_per_spaced_out_attempt(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LiveKit answering /agent with 401 (wrong key or secret): each attempt is one warning that
+    names the URL and the settings to check, at least REFUSED_RETRY apart; a closed port says so."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=401, text="invalid token")
+
+    app = web.Application()
+    app.router.add_get("/agent", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    settings = settings.model_copy(update={"livekit_url": f"ws://127.0.0.1:{port}"})
+    dispatcher = Dispatcher(settings, FakeRooms())
+    worker = AgentWorker(settings, dispatcher, dispatcher.lkapi)
+    pauses: list[float] = []
+    enough = asyncio.Event()
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            enough.set()
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(worker.socket, "_pause", pause)
+    worker.start()
+    try:
+        await asyncio.wait_for(enough.wait(), 10)
+    finally:
+        await worker.aclose()
+        await dispatcher.aclose()
+        await runner.cleanup()
+    assert all(p >= agent_socket.REFUSED_RETRY for p in pauses), pauses
+    lines = [r.getMessage() for r in caplog.records if "not registered" in r.getMessage()]
+    assert len(lines) >= 3 and all(
+        r.levelname == "WARNING" for r in caplog.records if "not registered" in r.getMessage()
+    )
+    assert lines[0].startswith(
+        f"agent dispatch: not registered: LiveKit at ws://127.0.0.1:{port}/agent refused the API "
+        "key 'k' or its secret (HTTP 401): check LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+    )
+    assert "Traceback" not in caplog.text
+    closed = settings.model_copy(update={"livekit_url": f"ws://127.0.0.1:{port}"})
+    line, refusal = agent_socket.failure(closed, ConnectionRefusedError(111, "Connection refused"))
+    assert (line, refusal) == (
+        f"LiveKit at ws://127.0.0.1:{port}/agent unreachable: connection refused (LIVEKIT_URL)",
+        False,
+    )
