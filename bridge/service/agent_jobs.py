@@ -168,7 +168,9 @@ class JobBook:
             return self._refuse(job, "invalid", "a job id offered before")
         outcome = self._dispatcher.offer(room)
         if outcome.outcome == "unavailable":
-            reason = "draining" if outcome.detail == "draining" else "at_capacity"
+            detail = outcome.detail
+            reason = "draining" if detail == "draining" else "at_capacity"
+            reason = "cannot_serve" if detail.startswith("cannot serve") else reason
             return self._refuse(job, reason, outcome.detail)
         overrides = self._overrides(job)
         join = outcome.outcome == "accepted"
@@ -359,7 +361,7 @@ class JobBook:
         dispatcher = self._dispatcher
         maximum = self.settings.max_sessions
         committed = dispatcher.sessions
-        full = dispatcher.draining or committed >= maximum
+        full = not dispatcher.takes_rooms()[0]
         status = lkagent.WS_FULL if full else lkagent.WS_AVAILABLE
         load = round(min(1.0, committed / maximum), 4)
         current = (status, load, len(self._jobs))

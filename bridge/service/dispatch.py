@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -126,6 +127,8 @@ class Dispatcher:
         self._offered: set[str] = set()
         self._draining = False
         self.listeners: list[DispatchListener] = []
+        # Why no room can be served now (the model service refuses our key), or None.
+        self.blocker: Callable[[], str | None] | None = None
         self.reconciler = Reconciler(self, self._tasks)
 
     @property
@@ -178,6 +181,9 @@ class Dispatcher:
     def takes_rooms(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
+        blocked = self.blocker() if self.blocker is not None else None
+        if blocked:
+            return False, f"cannot serve rooms: {blocked}"
         if self.at_capacity:
             return False, f"at capacity ({self.sessions}/{self.settings.max_sessions} sessions)"
         return True, ""

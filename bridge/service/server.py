@@ -65,6 +65,8 @@ class BridgeServer:
         # LiveKit's server API: one client for the dispatcher's checks and the agent worker's.
         self.lkapi = LiveKitServerAPI(settings)
         self.dispatcher = Dispatcher(settings, rooms, self.lkapi)
+        self.model_watch = ModelWatch(settings, on_change=self.dispatcher.changed)
+        self.dispatcher.blocker = self.model_watch.not_ready
         # LiveKit agent dispatch: one registration per serve instance, here in the parent.
         self.agent = (
             AgentWorker(settings, self.dispatcher, self.lkapi) if settings.agent_dispatch else None
@@ -76,7 +78,6 @@ class BridgeServer:
             )
         )
         self._workers_alive = workers_alive
-        self.model_watch = ModelWatch(settings)
         # Refusals of what a sender did: counted, and logged at most once a second per reason.
         self.rejections = Rejections()
         self._tasks = TaskSet("server")
@@ -176,7 +177,11 @@ class BridgeServer:
         except Exception:  # a bug; reconcile heals what this webhook would have done
             logger.exception("webhook %s could not be handled", one_line(event.event, 40))
             return Outcome("error", "could not be handled")
-        logger.info(
+        # One line per event that could bring or end an agent; the rest (tracks, participants
+        # leaving, egress...) need nothing and would only bury those lines.
+        level = logging.INFO if event.event in _ROOM_EVENTS else logging.DEBUG
+        logger.log(
+            level,
             "webhook %s: %s%s",
             one_line(event.event, 40) or "?",
             outcome.outcome,
@@ -268,9 +273,6 @@ class BridgeServer:
         grace = max(10.0, 3 * self.settings.reconcile_interval)
         if self.lkapi.refused or time.monotonic() - (seen or self.started) > grace:
             reasons.append(self.lkapi.last_error or "LiveKit server API: no answer yet")
-        refused = self.model_watch.not_ready()
-        if refused is not None:
-            reasons.append(refused)
         return reasons
 
     async def readyz(self, request: web.Request) -> web.Response:
@@ -346,6 +348,7 @@ class BridgeServer:
             logger.info("drain timeout: ending %d rooms now", left)
 
 
+_ROOM_EVENTS = frozenset({"room_started", "participant_joined", "room_finished"})
 _STATUS = {
     "error": 400,
     "timeout": 408,

@@ -3,14 +3,16 @@ key and secret) and the model service (reachable, taking our key, serving our mo
 
 ``join`` runs ``start_problems`` once and exits with its lines. ``serve`` runs ``ModelWatch``: the
 model service is checked at start and, while it fails, again with a growing pause (one line per
-attempt); a refusal (key, model) makes /readyz fail with that line, so a rollout with a wrong key
-stops at its first pod. LiveKit's side is watched by the reconcile loop and the agent worker.
+attempt); while it refuses (key, model) the pod takes no room (an agent that cannot answer would
+only mislead the humans) and /readyz fails with that line, so a rollout with a wrong key stops at
+its first pod. LiveKit's side is watched by the reconcile loop and the agent worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.realtime.errors import RealtimeError
@@ -59,21 +61,25 @@ async def start_problems(settings: Settings, room: str = "") -> list[Problem]:
 class ModelWatch:
     """``serve``'s check of the model service, until it passes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_change: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.problem: Problem | None = None
         self.checked = False
+        self._on_change = on_change
 
     async def run(self) -> None:
         pause = RETRY_FIRST
         settings = self.settings
         while True:
+            before = self.not_ready()
             try:
                 asked = await check_model(settings)
                 self.problem = None
             except RealtimeError as exc:
                 self.problem = Problem(str(exc), exc.retryable)
             self.checked = True
+            if self.not_ready() != before and self._on_change is not None:
+                self._on_change()
             if self.problem is None:
                 logger.info(
                     "model service at %s %s",
@@ -86,7 +92,8 @@ class ModelWatch:
             pause = min(RETRY_MAX, pause * 2)
 
     def not_ready(self) -> str | None:
-        """A refusal no retry will cure (the key, the model), for /readyz."""
+        """A refusal no retry will cure (the key, the model): no room is taken meanwhile (a
+        call could not start), and /readyz says it."""
         if self.problem is not None and not self.problem.retryable:
             return self.problem.line
         return None

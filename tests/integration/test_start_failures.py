@@ -15,7 +15,9 @@ import pytest
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
 from bridge.local.ports import free_port, loopback_listener
+from tests.support.dispatch_harness import agents_in, listeners, livekit_with_webhooks
 from tests.support.env import EMULATOR_KEY, LOOPBACK_ENV
+from tests.support.room_harness import humans
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -150,3 +152,39 @@ async def test_serve_with_a_wrong_secret_and_key_says_why_and_retries_sparingly(
     assert 1 <= len(model) <= 3, model  # 5 s, then 10 s apart
     assert "Traceback" not in log
     assert WRONG_SECRET not in log and WRONG_OPENAI_KEY not in log
+
+
+async def test_serve_takes_no_room_while_the_model_refuses_its_key(
+    emulator: EmulatorServer,
+) -> None:
+    """A human arriving at a pod whose model key is refused gets no agent that could never
+    answer: the webhook is sent elsewhere (503) and /readyz says why."""
+    async with (
+        listeners() as (listener,),
+        livekit_with_webhooks(listener) as server,
+    ):
+        env = _env(server, emulator, OPENAI_API_KEY=WRONG_OPENAI_KEY, BRIDGE_RECONCILE_INTERVAL="2")
+        port = listener.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bridge", "serve", "--fd", str(listener.fileno()), "--workers", "1"),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            pass_fds=(listener.fileno(),),
+        )
+        try:
+            await asyncio.sleep(3.0)  # started, and the model service asked once
+            async with humans(server, "refused-key", "alice"):
+                await asyncio.sleep(5.0)  # webhooks and two reconcile passes
+                assert await agents_in(server, "refused-key") == []
+            async with httpx.AsyncClient(timeout=5) as client:
+                ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    log = out.decode()
+    assert ready.status_code == 503, log
+    assert any("refused the key in OPENAI_API_KEY" in r for r in ready.json()["reasons"])
+    assert "webhook participant_joined: unavailable (cannot serve rooms: the model service" in log
+    assert "Traceback" not in log and WRONG_OPENAI_KEY not in log

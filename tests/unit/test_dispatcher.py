@@ -237,3 +237,20 @@ async def test_reconcile_looks_only_at_rooms_with_participants(
     assert ("ListParticipants", "busy") in lk.calls
     assert not any(room.startswith("empty") for _, room in lk.calls)
     await dispatcher.aclose()
+
+
+async def test_no_room_is_taken_while_the_model_service_refuses_us(
+    settings: Settings, lk: FakeLiveKitAPI
+) -> None:
+    dispatcher = Dispatcher(settings, FakeRooms(), lk)
+    refusal: list[str] = ["the model service at http://x/v1 refused the key in OPENAI_API_KEY"]
+    dispatcher.blocker = lambda: refusal[0] if refusal else None
+    lk.humans["r"] = ["alice"]
+    joined = event("participant_joined", "r", event_id="M1", identity="alice")
+    outcome = await dispatcher.on_webhook(joined)
+    assert outcome.retry_elsewhere and outcome.detail.startswith("cannot serve rooms: the model")
+    assert lk.calls == [] and dispatcher.offer("r").outcome == "unavailable"
+    refusal.clear()  # the key works again
+    again = await dispatcher.on_webhook(joined)
+    assert again.outcome == "accepted"
+    await dispatcher.aclose()
