@@ -39,7 +39,7 @@ from typing import Protocol
 from livekit.protocol.webhook import WebhookEvent
 
 from bridge.aio import TaskSet
-from bridge.logs import one_line
+from bridge.logs import one_line, redact_tokens
 from bridge.room.budget import BUDGET_SPENT
 from bridge.room.identity import agent_identity, is_human_kind
 from bridge.room.tools.builtins import LEFT_BY_MODEL
@@ -399,6 +399,9 @@ class Dispatcher:
                     return
             error = await self._rooms.join(room, overrides)
             if error is not None:
+                # The SDK quotes the whole access token when LiveKit refuses it; this error is
+                # logged and goes to LiveKit with the job's status.
+                error = redact_tokens(error)
                 logger.warning("could not join: %s", error, extra=extra)
                 return
             self._sids[room] = sid or await self._room_sid(room)

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from bridge.service.dispatch import Dispatcher
 from bridge.service.livekit_api import LiveKitAPIError
 from bridge.service.local_rooms import RoomInfo
-from bridge.settings.config import Settings
+from bridge.settings.config import SessionOverrides, Settings
 from tests.support.fakes import FakeLiveKitAPI, FakeRooms
 
 
@@ -253,4 +253,32 @@ async def test_no_room_is_taken_while_the_model_service_refuses_us(
     refusal.clear()  # the key works again
     again = await dispatcher.on_webhook(joined)
     assert again.outcome == "accepted"
+    await dispatcher.aclose()
+
+
+async def test_a_join_error_quoting_a_token_is_reported_without_it(
+    settings: Settings, lk: FakeLiveKitAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+    class Refused(FakeRooms):
+        async def join(self, room: str, overrides: SessionOverrides | None) -> str | None:
+            return f"engine: signal failure: 401 Unauthorized - invalid token: {token}, error: x"
+
+    errors: list[str | None] = []
+
+    class Listener:
+        def joined(self, room: str, error: str | None) -> None:
+            errors.append(error)
+
+        def ended(self, room: str, reason: str, duplicate: bool) -> None: ...
+
+        def changed(self) -> None: ...
+
+    dispatcher = Dispatcher(settings, Refused(), lk)
+    dispatcher.listeners.append(Listener())
+    dispatcher.dispatch("r", None)
+    await asyncio.sleep(0.05)
+    assert errors == ["engine: signal failure: 401 Unauthorized - invalid token: <token>, error: x"]
+    assert token not in caplog.text
     await dispatcher.aclose()
