@@ -41,6 +41,7 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings.require("livekit_api_key", "livekit_api_secret", "openai_api_key")
     metrics_dir = _metrics_dir()
     # Imported only now: prometheus_client picks its multiprocess mode at import time.
+    from bridge.logs import network_reason
     from bridge.metrics import SESSION_CAPACITY
     from bridge.service.http_guard import GuardedAppRunner
     from bridge.service.server import BridgeServer
@@ -68,7 +69,14 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         site = _site(runner, host, port, args.fd)
         await pool.start()
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # the port is taken, the host is not ours or does not resolve
+            reason = network_reason(exc) or str(exc)
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {reason} (--host/--port, "
+                "BRIDGE_SERVER_HOST/BRIDGE_SERVER_PORT)"
+            ) from None
         server.start()
         logger.info(
             "serving on %s with %d workers, up to %d sessions",

@@ -232,8 +232,10 @@ class BridgeServer:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             return _json(400, error=f"invalid overrides: {where}: {err['msg']}")
+        except RecursionError:  # JSON nested deeper than the parser goes
+            return _json(400, error="body is not usable JSON (nested too deep)")
         except (ValueError, json.JSONDecodeError) as exc:
-            return _json(400, error=str(exc).splitlines()[0])
+            return _json(400, error=one_line(str(exc).splitlines()[0], 200))
         attributes = {"livekit.room.name": room}
         with spans.current_span("dispatch request", attributes, kind=spans.SpanKind.SERVER) as span:
             outcome = self.dispatcher.dispatch(room, overrides)

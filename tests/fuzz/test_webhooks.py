@@ -181,3 +181,15 @@ def test_any_delivery_gets_one_clear_answer(
     for record in caplog.records:
         assert record.exc_info is None, record.getMessage()
         assert no_secret(record.getMessage())
+
+
+def test_dispatch_bodies_nested_too_deep_are_a_400(
+    service: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {DISPATCH_TOKEN}", "Content-Type": "application/json"}
+    with caplog.at_level(logging.INFO), httpx.Client(base_url=service, timeout=30) as client:
+        for body in (b"[" * 60_000, b'{"room": ' + b"[" * 60_000):
+            response = client.post("/dispatch", content=body, headers=headers)
+            assert response.status_code == 400, response.text
+        assert client.get("/healthz").status_code == 200
+    assert all(record.exc_info is None for record in caplog.records)

@@ -188,3 +188,25 @@ async def test_serve_takes_no_room_while_the_model_refuses_its_key(
     assert any("refused the key in OPENAI_API_KEY" in r for r in ready.json()["reasons"])
     assert "webhook participant_joined: unavailable (cannot serve rooms: the model service" in log
     assert "Traceback" not in log and WRONG_OPENAI_KEY not in log
+
+
+async def test_serve_on_a_taken_port_is_one_line_and_exit_2(
+    livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    with loopback_listener() as taken:
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bridge", "serve", "--port", str(port), "--workers", "1"),
+            env=_env(livekit_server, emulator),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = err.decode().splitlines()
+    assert proc.returncode == 2
+    assert lines[-1] == (
+        f"room-bridge: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(--host/--port, BRIDGE_SERVER_HOST/BRIDGE_SERVER_PORT)"
+    )
+    assert "Traceback" not in err.decode()
