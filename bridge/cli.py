@@ -41,6 +41,14 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"], default=default)
 
 
+def _room_name(text: str) -> str:
+    """A room name LiveKit takes: 1 to 256 characters, no surrounding spaces."""
+    name = text.strip()
+    if not name or len(name) > 256:
+        raise argparse.ArgumentTypeError("a room name is 1 to 256 characters")
+    return name
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="room-bridge",
@@ -83,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
             "until the room has no humans left, the room closes, or Ctrl-C."
         ),
     )
-    join.add_argument("--room", required=True, help="LiveKit room name")
+    join.add_argument("--room", required=True, type=_room_name, help="LiveKit room name")
 
     emulator = sub.add_parser(
         "emulator",
@@ -117,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
             "and speaks; prints what flows. Ctrl-C stops everything."
         ),
     )
-    dev.add_argument("--room", default="demo", help="room the simulated human joins")
+    dev.add_argument(
+        "--room", default="demo", type=_room_name, help="room the simulated human joins"
+    )
     dev.add_argument(
         "--turns", type=int, default=3, help="utterances the simulated human speaks (0 = forever)"
     )

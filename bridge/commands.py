@@ -177,6 +177,7 @@ async def run_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
     from bridge.emulator.app import EmulatorServer
     from bridge.emulator.options import EmulatorOptions
+    from bridge.logs import network_reason
 
     try:
         given = json.loads(args.options) if args.options else {}
@@ -194,9 +195,20 @@ async def run_emulator(args: argparse.Namespace, settings: Settings) -> int:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"invalid emulator option {where}: {err['msg']}") from None
-    async with EmulatorServer(settings, options, host=args.host, port=args.port) as server:
+    server = EmulatorServer(settings, options, host=args.host, port=args.port)
+    try:
+        await server.start()
+    except OSError as exc:  # the port is taken, or the host is not ours
+        await server.aclose()
+        reason = network_reason(exc) or str(exc)
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port}: {reason} (--host/--port)"
+        ) from None
+    try:
         print(f"emulator listening: OPENAI_BASE_URL={server.base_url}", flush=True)
         await _until_signal()
+    finally:
+        await server.aclose()
     return 0
 
 

@@ -210,3 +210,19 @@ async def test_serve_on_a_taken_port_is_one_line_and_exit_2(
         "(--host/--port, BRIDGE_SERVER_HOST/BRIDGE_SERVER_PORT)"
     )
     assert "Traceback" not in err.decode()
+
+
+async def test_the_emulator_on_a_taken_port_is_one_line_and_exit_2() -> None:
+    with loopback_listener() as taken:
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bridge", "emulator", "--port", str(port)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert err.decode().splitlines()[-1] == (
+        f"room-bridge: cannot listen on 127.0.0.1:{port}: address already in use (--host/--port)"
+    )

@@ -62,3 +62,13 @@ def test_unset_global_options_stay_unset() -> None:
 def test_a_bad_option_after_the_subcommand_is_still_refused() -> None:
     with pytest.raises(SystemExit):
         _parser().parse_args(["serve", "--log-level", "LOUD"])
+
+
+@pytest.mark.parametrize("room", ["", "   ", "r" * 257])
+def test_a_room_name_livekit_cannot_take_is_refused_by_the_parser(
+    room: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _parser().parse_args(["join", "--room", room])
+    assert exited.value.code == 2
+    assert "argument --room: a room name is 1 to 256 characters" in capsys.readouterr().err
