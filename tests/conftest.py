@@ -4,7 +4,7 @@ import asyncio
 import functools
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +16,34 @@ from bridge.emulator.app import EmulatorServer
 from bridge.emulator.options import EmulatorOptions
 from bridge.local.livekit_server import LiveKitServer, LiveKitServerConfig
 from bridge.settings.config import Settings
+from tests.support import processes
 from tests.support.env import EMULATOR_KEY, BridgeSettings, test_settings
+
+# How long the end of the session waits for what its tests started to finish exiting (a killed
+# serve's workers close within 6 s) before naming it as left behind.
+LEFTOVER_GRACE = 10.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Each pytest process (each xdist worker) marks what it starts with a mark of its own.
+    processes.mark_session()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session() -> Iterator[None]:
+    """The session fails if a process it started (livekit-server, emulator, serve and its
+    workers, dev, browsers, ...) is still alive once every test and fixture has ended. First in,
+    so last out: after the session's servers are stopped."""
+    mark = os.environ[processes.SESSION_MARK]
+    yield
+    left = processes.wait_gone(processes.leftovers(mark), LEFTOVER_GRACE)
+    if left:
+        processes.kill(left)
+        pytest.fail(
+            "processes this test session started are still alive (now killed):\n"
+            + "\n".join(f"  {p}" for p in left),
+            pytrace=False,
+        )
 
 
 @pytest_asyncio.fixture(scope="session")
