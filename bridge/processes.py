@@ -1,11 +1,16 @@
-"""Stopping child processes: ask, wait a bounded time, then kill. One way, used everywhere."""
+"""Child processes: stopping one (ask, wait a bounded time, then kill: one way, used everywhere),
+and a child's side of it: ending with its parent (Linux ``PR_SET_PDEATHSIG``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal as signals
+import sys
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 async def stop_process(
@@ -38,3 +43,20 @@ def _send(proc: asyncio.subprocess.Process, signal: int, group: bool) -> None:
             os.killpg(proc.pid, signal)
         else:
             proc.send_signal(signal)
+
+
+def die_with_parent(parent_pid: int, signal: int = signals.SIGTERM) -> bool:
+    """Ask the kernel to send ``signal`` to this process when its parent dies (Linux; a no-op
+    elsewhere), then check the parent is still ``parent_pid``: it may have died before the request
+    (this process then belongs to another reaper and no signal will come). Returns False then.
+
+    Called by the child itself, at its start: ``preexec_fn`` would run between fork and exec in a
+    parent that has threads, which is unsafe. The kernel's "parent" is the thread that forked, so
+    the parent must start its children from a thread that lives as long as it does (its event
+    loop's)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    return os.getppid() == parent_pid

@@ -1,7 +1,8 @@
 """Room-worker processes under ``serve``.
 
 One asyncio process saturates around 8-10 audio sessions, so ``serve --workers N`` runs N child
-processes (``python -m bridge.service.workers``), each serving rooms with its own share of
+processes (``python -m bridge.service.worker_process``, bridge/service/worker_process.py: how a
+worker ends with its parent, whatever state it is in), each serving rooms with its own share of
 ``max_sessions``. The HTTP process assigns each room to the least-loaded child (one that has
 finished starting first) and restarts a child that dies.
 
@@ -33,7 +34,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -44,12 +44,11 @@ from typing import Any
 from bridge.aio import TaskSet
 from bridge.processes import stop_process
 from bridge.service.local_rooms import RoomInfo
-from bridge.settings.config import ConfigError, SessionOverrides, Settings, load_settings
+from bridge.settings.config import SessionOverrides, Settings
 from bridge.tracing import carrier
 
 logger = logging.getLogger(__name__)
 
-STATUS_INTERVAL = 1.0
 JOIN_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 RESTART_DELAY = 1.0
@@ -167,7 +166,17 @@ class WorkerPool:
             self._tasks.create_task(self._supervise(worker), name=f"worker-{worker.index}")
 
     async def _spawn(self, worker: _Worker) -> None:
-        argv = [sys.executable, "-m", "bridge.service.workers", "--budget", str(worker.budget)]
+        # Started from the event loop's thread, which lives as long as this process: the child's
+        # PR_SET_PDEATHSIG fires when the thread that forked it ends.
+        argv = [
+            sys.executable,
+            "-m",
+            "bridge.service.worker_process",
+            "--budget",
+            str(worker.budget),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
         if self._config_path is not None:
             argv += ["--config", str(self._config_path)]
         worker.proc = await asyncio.create_subprocess_exec(
@@ -368,112 +377,4 @@ def _mark_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-# ---- the child ------------------------------------------------------------------------------
-
-
-class _Child:
-    def __init__(self, settings: Settings, budget: int) -> None:
-        from bridge.room.capacity import SessionBudget
-        from bridge.service.local_rooms import LocalRooms
-
-        self.rooms = LocalRooms(settings, SessionBudget(budget), on_ended=self._ended)
-        self._tasks = TaskSet("worker-child")
-        self._stop = asyncio.Event()
-
-    def _emit(self, message: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
-
-    def _ended(self, room: str, reason: str, duplicate: bool) -> None:
-        self._emit({"ev": "ended", "room": room, "reason": reason, "duplicate": duplicate})
-        self._emit_status()
-
-    def _emit_status(self) -> None:
-        rooms = {
-            name: {**info.as_dict(), "details": dict(info.details)}
-            for name, info in self.rooms.status().items()
-        }
-        self._emit({"ev": "status", "rooms": rooms})
-
-    async def _status_loop(self) -> None:
-        while True:
-            self._emit_status()
-            await asyncio.sleep(STATUS_INTERVAL)
-
-    async def _join(self, room: str, overrides: dict[str, Any] | None, trace: Any) -> None:
-        # This task's context: the room's spans continue the parent's dispatch trace.
-        carrier.attach(trace)
-        try:
-            parsed = SessionOverrides.model_validate(overrides) if overrides else None
-            await self.rooms.join(room, parsed)
-        except Exception as exc:  # one room failing must not take the worker down
-            logger.error("could not join room %s: %s", room, exc, extra={"room": room})
-            self._emit({"ev": "join_failed", "room": room, "error": str(exc)[:300]})
-            return
-        self._emit({"ev": "joined", "room": room})
-
-    async def run(self) -> None:
-        from bridge.realtime.http import prewarm
-
-        # Start-up work the first room would otherwise wait for, done before the first status
-        # tells the parent this worker is ready.
-        await prewarm()
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        self._tasks.create_task(self._status_loop(), name="status")
-        try:
-            while line := await reader.readline():
-                try:
-                    message = json.loads(line)
-                    op = message.get("op")
-                except (json.JSONDecodeError, AttributeError):
-                    logger.error("worker: ignoring a control line that is not a message")
-                    continue
-                if op == "join":
-                    self._tasks.create_task(
-                        self._join(message["room"], message.get("overrides"), message.get("trace")),
-                        name=f"join-{message['room']}",
-                    )
-                elif op == "leave":
-                    self.rooms.leave(message["room"])
-                elif op == "stop":
-                    break
-        finally:
-            await self.rooms.aclose()
-            await self._tasks.aclose()
-
-
-def child_main(argv: list[str]) -> int:
-    import argparse
-
-    from bridge.logs import setup_logging
-
-    parser = argparse.ArgumentParser(prog="bridge.service.workers")
-    parser.add_argument("--budget", type=int, required=True)
-    parser.add_argument("--config", type=Path, default=None)
-    args = parser.parse_args(argv)
-    # The parent coordinates shutdown; signals from a terminal are not for us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"room-bridge worker: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level, settings.log_format)
-    from bridge.tracing.export import start_tracing
-
-    tracing = start_tracing("worker")
-    try:
-        asyncio.run(_Child(settings, args.budget).run())
-    finally:
-        tracing.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))
-
-
-__all__ = ["WorkerPool", "child_main", "split_budget"]
+__all__ = ["WorkerPool", "split_budget"]

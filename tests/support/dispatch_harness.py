@@ -99,11 +99,14 @@ async def serve(
     *,
     listener: socket.socket | None = None,
     workers: int = 1,
+    healthy: bool = True,
+    extra_env: dict[str, str] | None = None,
     **settings: str,
 ) -> AsyncIterator[ServeProcess]:
     """``room-bridge serve`` on ``listener`` (a ``loopback_listener()`` whose port the caller
     already gave livekit-server for its webhooks), else on a fresh one: the socket is bound here
-    and inherited (``--fd``), so no other process can take the port in between."""
+    and inherited (``--fd``), so no other process can take the port in between. ``healthy``:
+    wait until it answers and its workers are up (else hand it over right after its start)."""
     own = listener is None
     sock = loopback_listener() if listener is None else listener
     port = int(sock.getsockname()[1])
@@ -120,7 +123,7 @@ async def serve(
                     str(sock.fileno()),
                     "--workers",
                     str(workers),
-                    env=serve_env(server, emulator, **settings),
+                    env={**serve_env(server, emulator, **settings), **(extra_env or {})},
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
                     pass_fds=(sock.fileno(),),
@@ -130,7 +133,8 @@ async def serve(
                 sock.close()
         process = ServeProcess(proc, port, log)
         try:
-            await process.wait_healthy()
+            if healthy:
+                await process.wait_healthy()
             yield process
         finally:
             await process.stop()
