@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit livekit-server bench bench-peers clean browser page lock
+.PHONY: demo test lint typecheck unit livekit-server bench bench-peers clean browser page lock docs docs-serve
 .PHONY: k8s-tools lint-k8s jaeger jaeger-ui
 
 # Virtualenv with the package and its dev tools, installed from the hash-locked
@@ -90,8 +90,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-# The whole suite: lint, types, unit and integration tests (real livekit-server + emulator).
-test: lint typecheck livekit-server jaeger k8s-tools browser
+# The documentation site (mkdocs.yml, docs/) into site/: --strict fails on a broken link or
+# anchor, a page missing from the nav, or a snippet whose file is gone. `make docs-serve` serves
+# it on http://127.0.0.1:8000/ while you edit.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+
+# The whole suite: lint, types, the docs site, unit and integration tests (real livekit-server +
+# emulator).
+test: lint typecheck docs livekit-server jaeger k8s-tools browser
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 # On-demand soak and benchmark runs (print JSON).
@@ -125,4 +135,4 @@ bench-peers: livekit-server $(PEER_STAMP)
 	$(PY) -m tests.bench.peer_bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(PEER_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEER_VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         "--options",
         default=None,
         metavar="JSON",
-        help="emulator options as JSON (voice mode, fault injection, ...; see README)",
+        help="emulator options as JSON (voice mode, fault injection, ...; see docs/emulator.md)",
     )
 
     dev = sub.add_parser(

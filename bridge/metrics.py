@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 
 class Renamed:
-    """A counter under its new name and, for one release, its old one too (the README's metrics
-    list says which); ``inc`` and ``labels`` reach both."""
+    """A counter under its new name and, for one release, its old one too (docs/metrics.md
+    says which); ``inc`` and ``labels`` reach both."""
 
     def __init__(self, new: Counter, old: Counter) -> None:
         self.new = new

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.billing.models import model_info
 
-# The newest read date of the table (README, settings reference, benchmarks).
+# The newest read date of the table (docs: settings, models and prices, benchmarks).
 PRICES_READ = "2026-12-03"
 
 # Token kinds a price may name, in the order usage reports them.

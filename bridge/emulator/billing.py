@@ -1,6 +1,6 @@
 """What the emulated service bills: per-response usage computed from the conversation.
 
-Per shared/docs/realtime-protocol.md ("Limits and usage"): every response bills the whole
+Per docs/protocol-notes.md ("Limits and usage"): every response bills the whole
 context again as input (the instructions, then every item in order): user audio at 1 token per
 100 ms, model audio at 1 token per 50 ms, text at about 4 characters per token, a video snapshot
 at 765 tokens. The part of that input that is unchanged since the previous response (the same

@@ -2,8 +2,8 @@
 
 It is driven by what arrives: audio frames (through the energy VAD), video frames, and client
 events already checked against the official schema. Everything it says goes through ``emit``,
-which validates it against the official server schema. Event order follows the "Typical VAD
-turn" of shared/docs/realtime-protocol.md.
+which validates it against the official server schema. Event order follows the voice turn of
+docs/protocol-notes.md ("Events").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """RealtimeCall: one WebRTC call to the Realtime API.
 
-Sequence (shared/docs/realtime-protocol.md, "WebRTC shape"): data channel ``oai-events`` created
+Sequence (docs/protocol-notes.md, "Media"): data channel ``oai-events`` created
 before the offer; a sendrecv audio transceiver; an optional send-only H.264 video transceiver;
 ICE gathered in full (no trickle); offer POSTed to ``/realtime/calls``; the answer normalised
 (see sdp.py) and applied; call id read from ``Location``; then we wait for ICE/DTLS, the data

@@ -1,6 +1,6 @@
 """The GA session object sent with a call, built from Settings.
 
-Shape per shared/docs/realtime-protocol.md ("Session object"); tests validate it against
+Shape per docs/protocol-notes.md ("The session object"); tests validate it against
 ``openai.types.realtime.RealtimeSessionCreateRequest``.
 """
 

@@ -134,7 +134,7 @@ class SessionOverrides(BaseModel):
 
 
 class Settings(BaseSettings):
-    """All configuration of the bridge. See the README's settings table."""
+    """All configuration of the bridge. Every field is in the settings table (docs/settings.md)."""
 
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_",
@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL,
         min_length=1,
         description=(
-            "Realtime model (README, Models and prices: each model's status, context and price; "
+            "Realtime model (docs, Models and prices: each model's status, context and price; "
             "a deprecated one still works and is reported at start and in `/status`)."
         ),
     )
@@ -339,7 +339,7 @@ class Settings(BaseSettings):
         default="per_participant",
         description=(
             "`per_participant`: one model call per human; `shared`: one call for the whole "
-            "room, every microphone mixed into it (see README, Meetings)."
+            "room, every microphone mixed into it (docs, Meetings)."
         ),
     )
     meeting_context: bool = Field(
@@ -415,7 +415,7 @@ class Settings(BaseSettings):
     tools: list[ToolSpec] = Field(
         default_factory=list,
         description="Functions the model may call (`[[tools]]` tables; env: a JSON list). "
-        "See README, Tools.",
+        "See docs, Tools.",
     )
     mcp_servers: list[McpServer] = Field(
         default_factory=list,
@@ -525,7 +525,7 @@ class Settings(BaseSettings):
         description=(
             "Put what people said and typed (transcripts, chat text) into the OpenTelemetry "
             "spans of turns. Off: spans carry timings, ids, models, usage and cost only. Traces "
-            "themselves are on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (README, Traces)."
+            "themselves are on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (docs, Traces)."
         ),
     )
 

@@ -1,7 +1,7 @@
-"""Render the settings as the README's Markdown table or as annotated TOML, and the model
-table with its prices as the README's "Models and prices" tables.
+"""Render the settings as the Markdown table of docs/settings.md or as annotated TOML, and the
+model table with its prices as the tables of docs/models-and-prices.md.
 
-``python -m bridge.settings.doc markdown|toml|models``; unit tests keep README.md and
+``python -m bridge.settings.doc markdown|toml|models``; unit tests keep those two pages and
 config/bridge.toml in step with ``bridge.settings.config.Settings`` and
 ``bridge.billing.models``.
 """
@@ -128,7 +128,7 @@ def _source(info: ModelInfo) -> str:
 
 
 def render_models(today: date) -> str:
-    """The model table and its prices as the README's two Markdown tables."""
+    """The model table and its prices as the two Markdown tables of docs/models-and-prices.md."""
     lines = [
         "| model | status | context / max output | reasoning | audio in / cached / out "
         "| text in / cached / out | image in / cached | price read from |",

@@ -14,9 +14,10 @@ session, the default of livekit-agents; ``thread``: jobs in the worker process),
 (tests/bench/peer_bench.py builds it with the bridge's own ``build_session``), of which the
 model, instructions, voice, input transcription and server VAD are used.
 
-Set up for a fair run on a shared 2-core box (shared/docs/peer-livekit-agents.md): no local VAD
-or turn-detector models (``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE=0``, ``vad=None``: the
-server's VAD decides turns, as with the bridge), recording off, no 20-minute reconnects
+Set up for a fair run on a shared 2-core box (docs/performance.md, "Side by side with
+livekit-agents"): no local VAD or turn-detector models
+(``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE=0``, ``vad=None``: the server's VAD decides turns,
+as with the bridge), recording off, no 20-minute reconnects
 (``max_session_duration=None``), a load function that never reports the worker full (the
 default compares *machine-wide* CPU with 0.7 and refuses jobs), a free port for its health
 server.

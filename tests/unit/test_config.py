@@ -117,11 +117,11 @@ def test_shipped_toml_is_the_defaults() -> None:
     assert load_settings(ROOT / "config" / "bridge.toml") == Settings()
 
 
-def test_readme_documents_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert render_markdown() in readme, "regenerate: python -m bridge.settings.doc markdown"
+def test_the_settings_page_documents_every_setting() -> None:
+    page = (ROOT / "docs" / "settings.md").read_text()
+    assert render_markdown() in page, "regenerate: python -m bridge.settings.doc markdown"
     for name in Settings.model_fields:
-        assert f"`{env_name(name)}`" in readme
+        assert f"`{env_name(name)}`" in page
 
 
 def test_cli_bad_setting_exits_with_one_line() -> None:

@@ -228,11 +228,11 @@ def test_start_warns_once_per_deprecated_model(caplog: pytest.LogCaptureFixture)
     assert warn_deprecated(current, TODAY) == []
 
 
-def test_readme_lists_every_model_its_status_and_the_price_tables_date() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_models_page_lists_every_model_its_status_and_the_price_tables_date() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "models-and-prices.md").read_text()
     table = render_models(date.fromisoformat(PRICES_READ))
-    assert table in readme, "regenerate: python -m bridge.settings.doc models"
+    assert table in page, "regenerate: python -m bridge.settings.doc models"
     for name in MODELS:
         assert f"| `{name}` |" in table
     assert "**deprecated** 2027-01-20; use `gpt-realtime-2.1`" in table
-    assert f"read on **{PRICES_READ}**" in readme
+    assert f"read on **{PRICES_READ}**" in page

@@ -1,6 +1,6 @@
 """ToolRunner: one session's tool calls, from the model's ``response.done`` to the answer.
 
-Facts of the Realtime API this follows (shared/docs/realtime-tools-and-context.md):
+Facts of the Realtime API this follows (docs/protocol-notes.md, "Function and MCP tools"):
 
 * a cancelled or interrupted response still reports its function calls, so only calls in a
   ``completed`` response run (``Response.function_calls``);
