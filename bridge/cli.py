@@ -20,6 +20,8 @@ from bridge.tracing.export import Tracing, start_tracing
 logger = logging.getLogger("bridge")
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+# What ``add_subparsers`` returns (argparse names no public type for it).
+Subparsers = argparse._SubParsersAction
 
 
 def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -60,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     _global_options(parser, default=None)
     parser.add_argument("--version", action="version", version=f"room-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_serve_parser, _join_parser, _emulator_parser, _dev_parser):
+        _global_options(add(sub), default=argparse.SUPPRESS)
+    return parser
 
+
+def _serve_parser(sub: Subparsers[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the dispatch service (LiveKit webhooks -> room workers)",
@@ -82,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="room-worker processes (default: workers setting; 0 = cores)"
     )
+    return serve
 
+
+def _join_parser(sub: Subparsers[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     join = sub.add_parser(
         "join",
         help="join one room as the agent and bridge every human in it",
@@ -92,7 +102,10 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     join.add_argument("--room", required=True, type=_room_name, help="LiveKit room name")
+    return join
 
+
+def _emulator_parser(sub: Subparsers[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     emulator = sub.add_parser(
         "emulator",
         help="run the local Realtime API emulator",
@@ -114,7 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="emulator options as JSON (voice mode, fault injection, ...; see docs/emulator.md)",
     )
+    return emulator
 
+
+def _dev_parser(sub: Subparsers[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     dev = sub.add_parser(
         "dev",
         help="run the whole local stack with a simulated human (make demo)",
@@ -151,9 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also start Jaeger (built once with Go) on 127.0.0.1 and send the bridge's traces "
         "to it; its UI address is printed (default port 16686, a free one if taken)",
     )
-    for command in (serve, join, emulator, dev):
-        _global_options(command, default=argparse.SUPPRESS)
-    return parser
+    return dev
 
 
 def _commands() -> dict[str, Command]:
