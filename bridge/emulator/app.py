@@ -28,7 +28,8 @@ from aiortc import RTCPeerConnection
 from pydantic import ValidationError
 
 from bridge.emulator import models_api
-from bridge.emulator.model import new_id, session_from_request
+from bridge.emulator.context import new_id
+from bridge.emulator.model import session_from_request
 from bridge.emulator.models_api import refuse_unserved
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.peer import EmulatedCall, OfferError

@@ -18,7 +18,8 @@ from typing import Any
 
 from bridge.aio import TaskSet, cancel_and_wait
 from bridge.audio import FRAME_MS
-from bridge.emulator.model import FakeModel, new_id
+from bridge.emulator.context import new_id
+from bridge.emulator.model import FakeModel
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.schema import check_client_event, check_server_event, check_session
 from bridge.emulator.voice import Speaker

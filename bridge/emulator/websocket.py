@@ -25,7 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from bridge.aio import TaskSet
 from bridge.audio import FRAME_SAMPLES, Pcm
-from bridge.emulator.model import new_id
+from bridge.emulator.context import new_id
 from bridge.emulator.options import EmulatorOptions
 from bridge.emulator.session import EmulatedSession
 
