@@ -156,9 +156,9 @@ def test_no_side_may_import_the_entry_points(tmp_path: Path, side: str, entry: s
 
 
 def module_table() -> dict[str, set[str]]:
-    """README's module table: ``{"bridge/room/": {"worker.py", "tools/", "registry.py", ...}}``,
+    """CONTRIBUTING.md's module table: ``{"bridge/room/": {"worker.py", "tools/", ...}}``,
     every name written in backticks in that folder's row, split at slashes."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "CONTRIBUTING.md").read_text()
     start = text.index("| folder / module | role |")
     rows: dict[str, set[str]] = {}
     for line in text[start:].splitlines()[2:]:
@@ -173,7 +173,7 @@ def module_table() -> dict[str, set[str]]:
     return rows
 
 
-def test_the_readme_module_table_names_every_module() -> None:
+def test_the_module_table_names_every_module() -> None:
     rows = module_table()
     missing: list[str] = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -193,4 +193,6 @@ def test_the_readme_module_table_names_every_module() -> None:
             hidden = folder.name.startswith(("_", ".")) or folder.name == "node_modules"
             if folder.is_dir() and not hidden and name not in rows[f"bridge/{side}/"]:
                 missing.append(f"bridge/{side}/ lacks {name}")
-    assert not missing, "README's module table (## How it works):\n" + "\n".join(missing)
+    assert not missing, "CONTRIBUTING.md's module table (## Layout and import rules):\n" + (
+        "\n".join(missing)
+    )
