@@ -33,6 +33,18 @@ def turn_detection(
     }
 
 
+def listen_only(settings: Settings, *, transcribe: bool) -> dict[str, Any]:
+    """A ``session.update`` (its ``session``, less ``type``) that stops a call answering: turns
+    are still detected but make and interrupt no response; no transcription unless
+    ``transcribe``."""
+    audio_input: dict[str, Any] = {
+        "turn_detection": turn_detection(settings, create_response=False, interrupt_response=False)
+    }
+    if not transcribe:
+        audio_input["transcription"] = None
+    return {"audio": {"input": audio_input}}
+
+
 def build_session(
     settings: Settings,
     *,
@@ -40,8 +52,10 @@ def build_session(
     interrupt_response: bool = True,
     output_modalities: list[str] | None = None,
     room: str | None = None,
+    transcribe: bool = True,
 ) -> dict[str, Any]:
     """A ``session`` for POST /realtime/calls (``type: realtime`` and ``model`` included).
+    ``transcribe=False``: no input transcription, whatever the settings say.
 
     ``room`` is the traces' group id when ``tracing`` is on. ``reasoning`` and
     ``parallel_tool_calls`` go only to a model that takes them (the settings refuse them for a
@@ -51,7 +65,7 @@ def build_session(
             settings, create_response=create_response, interrupt_response=interrupt_response
         ),
     }
-    if settings.transcription_model:
+    if settings.transcription_model and transcribe:
         transcription: dict[str, Any] = {"model": settings.transcription_model}
         if settings.transcription_language:
             transcription["language"] = settings.transcription_language

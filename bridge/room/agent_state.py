@@ -14,7 +14,7 @@ from enum import Enum
 
 from livekit import rtc
 
-from bridge.aio import TaskSet, wait_in_loop
+from bridge.aio import TaskSet
 from bridge.room.identity import (
     HUMAN_STATE_ATTRIBUTE,
     HUMAN_TRACK_ATTRIBUTE,
@@ -22,6 +22,7 @@ from bridge.room.identity import (
     STATE_ATTRIBUTE,
     TOOL_ATTRIBUTE,
 )
+from bridge.room.sdk import LiveKitError, sdk_call
 
 logger = logging.getLogger(__name__)
 
@@ -130,18 +131,11 @@ class AttributeWriter:
             if not changed:
                 continue
             try:
-                await wait_in_loop(self._participant.set_attributes(changed), SET_TIMEOUT)
-            except TimeoutError:
-                logger.warning(
-                    "could not update agent attributes: no answer within %g s; retrying",
-                    SET_TIMEOUT,
+                await sdk_call(
+                    self._participant.set_attributes(changed), SET_TIMEOUT, "set attributes"
                 )
-                await asyncio.sleep(0.5)
-                self._dirty.set()
-                continue
-            except Exception as exc:  # the SDK raises plain Exception
-                reason = str(exc) or type(exc).__name__
-                logger.warning("could not update agent attributes: %s; retrying", reason)
+            except LiveKitError as exc:
+                logger.warning("could not update agent attributes (%s); retrying", exc)
                 await asyncio.sleep(0.5)
                 self._dirty.set()
                 continue

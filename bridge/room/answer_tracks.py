@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from livekit import rtc
 
+from bridge.room.sdk import LiveKitError, sdk_call
+
 logger = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 15.0
@@ -66,8 +68,8 @@ class AnswerTracks:
 
     async def acquire(self, identity: str, name: str | None = None) -> AnswerTrack:
         """A track for ``identity``'s session: the one they had if it is free, else any parked
-        one, else a new one, named ``name`` or after its slot. Raises what publishing raises
-        (the session fails to start)."""
+        one, else a new one, named ``name`` or after its slot. Raises ``LiveKitError`` when it
+        cannot be published (the session fails to start)."""
         if self._closed:
             raise RuntimeError("answer tracks closed")
         answer = next((a for a in self._free if a.last_owner == identity), None)
@@ -84,10 +86,9 @@ class AnswerTracks:
         source = rtc.AudioSource(48_000, 1, queue_size_ms=self._queue_size_ms)
         track = rtc.LocalAudioTrack.create_audio_track(name, source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        publish = self._room.local_participant.publish_track(track, options)
         try:
-            publication = await asyncio.wait_for(
-                self._room.local_participant.publish_track(track, options), PUBLISH_TIMEOUT
-            )
+            publication = await sdk_call(publish, PUBLISH_TIMEOUT, "publish the answer track")
         except BaseException:
             await source.aclose()
             raise
@@ -118,12 +119,11 @@ class AnswerTracks:
 
     async def _unpublish(self, answer: AnswerTrack) -> None:
         if self._room.isconnected():
+            unpublish = self._room.local_participant.unpublish_track(answer.sid)
             try:
-                await asyncio.wait_for(
-                    self._room.local_participant.unpublish_track(answer.sid), UNPUBLISH_TIMEOUT
-                )
-            except (TimeoutError, Exception) as exc:  # the SDK raises Exception
-                logger.info("unpublish failed: %s", exc, extra={"room": self._room.name})
+                await sdk_call(unpublish, UNPUBLISH_TIMEOUT, "unpublish")
+            except LiveKitError as exc:
+                logger.info("%s", exc, extra={"room": self._room.name})
         await answer.source.aclose()
 
 

@@ -92,6 +92,12 @@ class RoomCost:
         return SessionCost(self, Pricer(s.prices, s.model, s.transcription_model))
 
     @property
+    def transcribes_when_exceeded(self) -> bool:
+        """Listening on past the budget costs only transcription: kept when its price is known
+        (it is counted and shown), dropped when it would be spent blind."""
+        return self.session().transcription_priced
+
+    @property
     def exceeded(self) -> bool:
         return self.state is BudgetState.EXCEEDED
 

@@ -1,4 +1,4 @@
-"""Who the agent is in a room, and who counts as a human.
+"""Who the agent is in a room, who counts as a human, and which of their tracks it bridges.
 
 The agent identity is deterministic per room (prefix + room name), so two bridge processes racing
 for one room end with one agent: LiveKit disconnects the older with ``DUPLICATE_IDENTITY``.
@@ -71,3 +71,18 @@ def is_human_kind(settings: Settings, identity: str, kind: int) -> bool:
     if identity.startswith(settings.agent_identity_prefix):
         return False
     return kind in _HUMAN_KINDS
+
+
+def bridged(settings: Settings, publication: rtc.TrackPublication) -> bool:
+    """A human's track the agent subscribes to: their microphone, and their camera or screen
+    share when video is on (``video_source``)."""
+    if publication.source == rtc.TrackSource.SOURCE_MICROPHONE:
+        return True
+    if not settings.video_enabled:
+        return False
+    wanted = (
+        rtc.TrackSource.SOURCE_CAMERA
+        if settings.video_source == "camera"
+        else rtc.TrackSource.SOURCE_SCREENSHARE
+    )
+    return bool(publication.source == wanted)

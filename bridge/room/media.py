@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -103,9 +104,17 @@ class SpeakerPump:
     """The model's voice into the room. ``flush()`` drops everything queued at once (barge-in)
     and keeps dropping what is still in flight from the interrupted answer until ``reopen()``."""
 
-    def __init__(self, source: rtc.AudioSource, probe: FrameProbe | None = None) -> None:
+    def __init__(
+        self,
+        source: rtc.AudioSource,
+        probe: FrameProbe | None = None,
+        on_sound: Callable[[float], None] | None = None,
+    ) -> None:
         self._source = source
         self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
+        # Told (monotonic time) when the first audible frame after each ``reopen`` was handed on.
+        self._on_sound = on_sound
+        self._fresh = False
         self._open = True
         self.pushed_seconds = 0.0
         self.dropped = 0
@@ -132,6 +141,7 @@ class SpeakerPump:
 
     def reopen(self) -> None:
         self._open = True
+        self._fresh = True
 
     async def run(self, receiver: AudioReceiver) -> None:
         self._receiver = receiver
@@ -146,7 +156,8 @@ class SpeakerPump:
                 if not self._open:
                     continue
                 # Two reductions, no temporary array (np.abs would allocate one per frame).
-                if int(pcm.max()) <= QUIET_LEVEL and int(pcm.min()) >= -QUIET_LEVEL:
+                audible = int(pcm.max()) > QUIET_LEVEL or int(pcm.min()) < -QUIET_LEVEL
+                if not audible:
                     self._quiet_run += 1
                     if self._quiet_run > QUIET_FRAMES_BEFORE_SKIP:
                         continue
@@ -158,6 +169,10 @@ class SpeakerPump:
                 if self._probe is not None:
                     self.source_queue.append(self._source.queued_duration)
                 await self._source.capture_frame(frame)
+                if audible and self._fresh:
+                    self._fresh = False
+                    if self._on_sound is not None:
+                        self._on_sound(time.monotonic())
                 now = time.perf_counter()
                 self.residence.append(now - decoded_at)
                 if self._probe is not None:

@@ -21,20 +21,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import TypeVar
 
 from livekit import rtc
 
 from bridge.realtime import RealtimeClosedError
 from bridge.realtime import events as ev
-from bridge.realtime.instruments import NO_INSTRUMENTS, Instruments
-from bridge.room.agent_state import AttributeWriter
-from bridge.room.answer_tracks import AnswerTracks
 from bridge.room.budget import SessionCost
-from bridge.room.meeting import Meeting, label
+from bridge.room.meeting import label
 from bridge.room.mixer import MixedMicrophones
-from bridge.room.session import ParticipantSession
+from bridge.room.session import ParticipantSession, RoomContext
 from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
@@ -52,33 +48,21 @@ class SharedSession(ParticipantSession):
     def __init__(
         self,
         *,
+        room: RoomContext,
         settings: Settings,
-        room: rtc.Room,
-        attributes: AttributeWriter,
-        answer_tracks: AnswerTracks,
-        on_track_published: Callable[[], None],
-        on_gave_up: Callable[[ParticipantSession], None] | None,
-        meeting: Meeting,
         cost: SessionCost,
         tool_actions: RoomActions | None = None,
-        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.mics = MixedMicrophones(settings)
         super().__init__(
-            settings=without_end_call(settings),
             room=room,
+            settings=without_end_call(settings),
             identity=SHARED,
             name="everyone",
             mic=self.mics,
             mic_sid="",
-            attributes=attributes,
-            answer_tracks=answer_tracks,
-            on_track_published=on_track_published,
-            on_gave_up=on_gave_up,
-            meeting=meeting,
-            tool_actions=tool_actions,
             cost=cost,
-            instruments=instruments,
+            tool_actions=tool_actions,
         )
         self._names: dict[str, str] = {}  # identity -> name
         self._mic_sids: dict[str, str] = {}  # identity -> microphone track sid
@@ -108,7 +92,7 @@ class SharedSession(ParticipantSession):
 
     # ---- who spoke -----------------------------------------------------------------------------
 
-    def _observe(self, event: ev.ServerEvent) -> None:
+    def observe(self, event: ev.ServerEvent) -> None:
         if isinstance(event, ev.SpeechStarted):
             self._keep(self._spans, event.item_id, (event.audio_start_ms, None))
         elif isinstance(event, ev.SpeechStopped):
@@ -133,7 +117,7 @@ class SharedSession(ParticipantSession):
             self._turn_by = who
         return who
 
-    def _speaker(self, item_id: str) -> tuple[str, str] | None:
+    def speaker(self, item_id: str) -> tuple[str, str] | None:
         who = self._attribute(item_id)
         if who is None:
             return None
@@ -156,14 +140,14 @@ class SharedSession(ParticipantSession):
 
     # ---- conversation ----------------------------------------------------------------------------
 
-    def _user_said(self, item_id: str, transcript: str) -> None:
+    def user_said(self, item_id: str, transcript: str) -> None:
         who = self._attribute(item_id)
         name = self._names.get(who, who) if who is not None else "someone"
         text = label(name, transcript)
         self.conversation.own("user", text, self.conversation.spoken_at(item_id))
 
-    def _answered(self, transcript: str) -> None:
-        self.conversation.own("assistant", transcript, self._answer_started)
+    def answered(self, transcript: str) -> None:
+        self.conversation.own("assistant", transcript, self.turns.answer_started)
 
     def chat(self, identity: str, name: str, text: str) -> None:
         """Chat from anyone: a labelled text turn, under the room's response policy."""
@@ -177,11 +161,10 @@ class SharedSession(ParticipantSession):
         return Caller(who, self._names.get(who, who)) if who is not None else None
 
     def _instructions(self) -> str:
-        assert self._meeting is not None
         return self._meeting.instructions(self.settings.instructions, None)
 
     def presence_changed(self) -> None:
-        call = self._call
+        call = self.call
         if call is None:
             return
         with contextlib.suppress(RealtimeClosedError):  # the next call gets them at set-up

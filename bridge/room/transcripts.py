@@ -28,6 +28,7 @@ from livekit import rtc
 
 from bridge.aio import wait_in_loop
 from bridge.room.media import SpeakerPump
+from bridge.room.sdk import LiveKitError, sdk_call
 
 logger = logging.getLogger(__name__)
 
@@ -265,9 +266,9 @@ class Transcripts:
                 self.tick()
                 continue
             try:
-                await wait_in_loop(op(), WRITE_TIMEOUT)
-            except (TimeoutError, Exception) as exc:  # the SDK raises plain Exception
-                logger.warning("transcript write failed: %s", exc, extra=self._extra)
+                await sdk_call(op(), WRITE_TIMEOUT, "transcript write")
+            except LiveKitError as exc:
+                logger.warning("%s", exc, extra=self._extra)
             if self._ops.empty():
                 self._idle.set()
             self.tick()

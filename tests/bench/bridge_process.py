@@ -29,7 +29,7 @@ from bridge.logs import setup_logging
 from bridge.metrics import COST_USD
 from bridge.realtime.instruments import Instruments
 from bridge.realtime.playout import Impairment
-from bridge.room import session as session_module
+from bridge.room import supervisor
 from bridge.room.worker import RoomWorker
 from bridge.settings.config import load_settings
 from bridge.tracing.export import start_tracing
@@ -84,7 +84,7 @@ class CallsUsed(logging.Filter):
         return record.levelno >= logging.WARNING
 
     def install(self) -> None:
-        session_logger = logging.getLogger(session_module.__name__)
+        session_logger = logging.getLogger(supervisor.__name__)
         session_logger.setLevel(logging.INFO)
         session_logger.addFilter(self)
 
@@ -122,16 +122,17 @@ def _report(
                 "connected": marks.first_connected_at,
                 "ready": marks.first_ready_at,
             }
-            uplink += [s * 1000 for s in session.uplink_residence()]
-            downlink += [s * 1000 for s in session.downlink_residence()]
-            dropped += session.dropped_frames()
+            uplink += [s * 1000 for s in session.media.uplink_residence()]
+            downlink += [s * 1000 for s in session.media.downlink_residence()]
+            dropped += session.media.dropped_frames()
     playout = {"packets": 0, "concealed": 0, "late": 0, "held_packets": 0, "held_ms": 0.0}
     source_queue: list[float] = []
     for worker in workers:
         for session in worker.sessions.values():
-            if session._pump is not None:
-                source_queue += [s * 1000 for s in session._pump.source_queue]
-            call = session._call
+            pump = session.media.pump
+            if pump is not None:
+                source_queue += [s * 1000 for s in pump.source_queue]
+            call = session.call
             if call is not None and call.playout is not None:
                 stats = call.playout.stats
                 playout["packets"] += stats.packets

@@ -167,7 +167,7 @@ async def run(drops: int) -> dict[str, Any]:
                     if missing is not None:
                         short.append(missing)
                 failures = dict(session.stats.failures)
-                held_s = session._mic.gate.backlog.replayed * FRAME_MS / 1000
+                held_s = session.media.mic.gate.backlog.replayed * FRAME_MS / 1000
         finally:
             await bridge.aclose()
     return {

@@ -57,7 +57,7 @@ async def test_two_humans_talk_for_a_while(
         await bridge.aclose()
     # Both humans spoke at once at times: some answers were interrupted, none went missing.
     assert answers >= sum(turns) * 0.8, (answers, turns)
-    assert all(s.dropped_frames() == 0 for s in sessions)
+    assert all(s.media.dropped_frames() == 0 for s in sessions)
     assert all(not s.stats.failures for s in sessions)
     ours = [c for c in emulator.emulator.calls.values() if c.id not in known]
     assert len(ours) == 2

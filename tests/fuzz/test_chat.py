@@ -127,9 +127,9 @@ async def deliver(stream: Stream, sender: str) -> tuple[RoomWorker, Call]:
     worker = RoomWorker(SETTINGS, "fuzz-room")
     call = Call()
     worker.sessions[SENDER] = cast(Any, call)
-    worker._chats_in_flight = 1  # as _on_chat leaves it
-    await worker._read_chat(cast(rtc.TextStreamReader, stream), sender)
-    assert worker._chats_in_flight == 0
+    worker._chat._in_flight = 1  # as on_chat leaves it
+    await worker._chat._read(cast(rtc.TextStreamReader, stream), sender)
+    assert worker._chat._in_flight == 0
     return worker, call
 
 

@@ -333,7 +333,7 @@ async def test_shared_call_attributes_turns_and_answers_once(
             # The first camera is shown until someone speaks.
             await wait_for(lambda: seen() == (320, 240))
             async with camera(bob, 320, 180):
-                await wait_for(lambda: "bob" in bridge._video)
+                await wait_for(lambda: "bob" in bridge.admission.cameras)
                 await alice.say(1.0, pause=0.7)
                 await bob.wait_until(lambda: len(finals("alice")) == 1 and len(answers()) == 1)
                 heard = len(track.loud)
