@@ -28,8 +28,10 @@ class Dialer:
         instructions: Callable[[], str],
         instruments: Instruments,
         log_extra: dict[str, str],
+        room: str,
     ) -> None:
         self._settings = settings
+        self._room = room  # the traces' group id when OpenAI-side tracing is on
         self._answering = answering
         self._media = media
         self._instructions = instructions
@@ -43,6 +45,7 @@ class Dialer:
             create_response=answering.policy == "auto",
             interrupt_response=answering.speaks,
             transcribe=answering.transcribes,
+            room=self._room,
         )
         session["instructions"] = self._instructions()
         audio, video = self._media.new_tracks()

@@ -127,6 +127,7 @@ class ParticipantSession:
             instructions=self._instructions,
             instruments=room.instruments,
             log_extra=self.log_extra,
+            room=room.room.name,
         )
         policy = RetryPolicy.from_settings(settings)
         self.rollover = Rollover(

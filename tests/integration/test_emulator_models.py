@@ -86,7 +86,8 @@ async def test_a_reasoning_model_takes_effort_and_tracing_is_fixed_once_set(
         assert updated.session.reasoning.effort == "xhigh"
         # parallel_tool_calls is a request field: the reported session has none (checked by the
         # strict parse of every event), the model keeps it.
-        call = next(c for c in emulator.emulator.calls.values() if c.state == "active")
+        # The newest active call: an earlier test's call may still be ending (shared emulator).
+        call = [c for c in emulator.emulator.calls.values() if c.state == "active"][-1]
         assert call.model.parallel_tool_calls is False
         tracing = {"workflow_name": "rooms", "group_id": "r1", "metadata": {"team": "blue"}}
         updated = await update(s, tracing=tracing, prompt={"id": "pmpt_1", "variables": {"a": "b"}})
