@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck unit livekit-server bench bench-peers clean browser page lock docs docs-serve
-.PHONY: k8s-tools lint-k8s jaeger jaeger-ui
+.PHONY: k8s-tools k8s-render lint-k8s jaeger jaeger-ui
 
 # Virtualenv with the package and its dev tools, installed from the hash-locked
 # config/requirements/dev.txt (never resolved afresh), refreshed when pyproject.toml or the lock changes.
@@ -60,6 +60,12 @@ jaeger-ui:
 # kustomize for tests/k8s (renders k8s/ offline): found on PATH or in .tools/, else built once.
 k8s-tools: $(STAMP)
 	$(PY) -m tests.k8s.tools kustomize
+
+# Render one k8s/ overlay to stdout with the pinned kustomize, no cluster or kubectl needed:
+#   make k8s-render OVERLAY=prod > manifests.yaml      (dev, prod or servicemonitor; default dev)
+OVERLAY ?= dev
+k8s-render: $(STAMP)
+	@"$$($(PY) -m tests.k8s.tools kustomize | sed 's/^kustomize: //')" build k8s/overlays/$(OVERLAY)
 
 # Best-practice lint of every rendered k8s/ overlay with kube-linter (built once into .tools/;
 # not in `make test`: the first build takes minutes), and of k8s/Dockerfile when hadolint is there.
