@@ -1,10 +1,10 @@
 """The docs cannot drift from the code.
 
-Every ``room-bridge`` subcommand and option, ``BRIDGE_*`` setting, ``bridge_*`` metric and
-``make`` target that README.md, CONTRIBUTING.md or the docs site (docs/, and k8s/README.md, which
-the site includes) names exists: read from the CLI's argparse parser, the settings model, the
-Prometheus registry and the Makefile. And every setting and every metric is documented somewhere
-in the site.
+Every ``room-bridge`` subcommand and option, ``BRIDGE_*`` setting, ``bridge_*`` metric, ``make``
+target and repository path (``bridge/...``, ``tests/...``) that README.md, CONTRIBUTING.md or the
+docs site (docs/, and k8s/README.md, which the site includes) names exists: read from the CLI's
+argparse parser, the settings model, the Prometheus registry, the Makefile and the tree. And
+every setting and every metric is documented somewhere in the site.
 """
 
 from __future__ import annotations
@@ -193,3 +193,12 @@ def test_every_setting_and_metric_is_documented_in_the_site() -> None:
     missing = [env_name(n) for n in Settings.model_fields if f"`{env_name(n)}`" not in site]
     missing += sorted(m for m in documented_metrics() if m not in site)
     assert not missing, f"not documented in docs/: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_every_repository_path_named_exists(page: Path) -> None:
+    named = set(
+        re.findall(r"(?<![\w/.-])((?:bridge|tests|config|k8s|docs)/[\w/.\-]*[\w/])", _text(page))
+    )
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert not missing, f"{_rel(page)} names files that do not exist: {missing}"
