@@ -196,3 +196,60 @@ def test_the_module_table_names_every_module() -> None:
     assert not missing, "CONTRIBUTING.md's module table (## Layout and import rules):\n" + (
         "\n".join(missing)
     )
+
+
+# How long a class or a function may be (its lines, decorators excluded), so that each can be
+# read in one sitting. ``Settings`` is its field declarations, one per setting.
+MAX_CLASS_LINES = 350
+MAX_FUNCTION_LINES = 80
+LONG_CLASSES_ALLOWED = {"Settings"}
+
+
+def too_long(path: Path) -> list[str]:
+    """Each class over ``MAX_CLASS_LINES`` and each function or method over
+    ``MAX_FUNCTION_LINES`` in the source at ``path``, one line each."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            if node.name in LONG_CLASSES_ALLOWED:
+                continue
+            kind, limit = "class", MAX_CLASS_LINES
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            kind, limit = "function", MAX_FUNCTION_LINES
+        else:
+            continue
+        lines = (node.end_lineno or node.lineno) - node.lineno + 1
+        if lines > limit:
+            found.append(f"{where}:{node.lineno} {kind} {node.name} is {lines} lines (max {limit})")
+    return found
+
+
+def test_no_class_or_function_is_too_long() -> None:
+    found = [line for _, path in modules() for line in too_long(path)]
+    assert not found, "\n".join(found)
+
+
+def test_the_length_checker_names_long_classes_and_functions(tmp_path: Path) -> None:
+    def block(header: str, indent: str, body_lines: int) -> str:
+        return header + "".join(f"{indent}v{i} = {i}\n" for i in range(body_lines))
+
+    parts = [
+        block("class Big:\n", "    ", MAX_CLASS_LINES),  # one line too long
+        block("class Settings:\n", "    ", MAX_CLASS_LINES),  # allowed by name
+        block("def fits():\n", "    ", MAX_FUNCTION_LINES - 1),  # just fits
+        block("@decorated\nasync def long():\n", "    ", MAX_FUNCTION_LINES),
+        block("class Small:\n    def method(self):\n", "        ", MAX_FUNCTION_LINES + 1),
+    ]
+    starts = [1]
+    for part in parts:
+        starts.append(starts[-1] + part.count("\n"))
+    source = tmp_path / "m.py"
+    source.write_text("".join(parts))
+    most = MAX_FUNCTION_LINES
+    assert too_long(source) == [
+        f"m.py:1 class Big is {MAX_CLASS_LINES + 1} lines (max {MAX_CLASS_LINES})",
+        f"m.py:{starts[3] + 1} function long is {most + 1} lines (max {most})",
+        f"m.py:{starts[4] + 1} function method is {most + 2} lines (max {most})",
+    ]
