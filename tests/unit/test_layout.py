@@ -253,3 +253,25 @@ def test_the_length_checker_names_long_classes_and_functions(tmp_path: Path) -> 
         f"m.py:{starts[3] + 1} function long is {most + 1} lines (max {most})",
         f"m.py:{starts[4] + 1} function method is {most + 2} lines (max {most})",
     ]
+
+
+def test_the_module_table_names_no_module_that_is_gone() -> None:
+    """The other way round: every ``*.py`` a row names is a module of that folder (or of a
+    package inside it), so a moved or deleted module leaves no stale line."""
+    stale: list[str] = []
+    for row, names in module_table().items():
+        folder = PACKAGE if row == "bridge/*.py" else ROOT / row
+        if not folder.is_dir():
+            stale.append(f"{row}: no such folder")
+            continue
+        present = {
+            p.name for p in (folder.glob("*.py") if row == "bridge/*.py" else folder.rglob("*.py"))
+        }
+        stale.extend(
+            f"{row} names {name}, which is not there"
+            for name in sorted(names)
+            if name.endswith(".py") and name not in present
+        )
+    assert not stale, "CONTRIBUTING.md's module table (## Layout and import rules):\n" + (
+        "\n".join(stale)
+    )
