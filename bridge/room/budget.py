@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
-from bridge.billing.cost import Pricer, Spend, post
+from bridge.billing.cost import Charge, Pricer, Spend, post
 from bridge.metrics import BUDGET_EVENTS
 from bridge.settings.config import Settings
 
@@ -54,9 +54,12 @@ class SessionCost:
         self._pricer = pricer
         self.spend = Spend()
 
-    def response(self, usage: Mapping[str, Any]) -> None:
-        post(self._pricer.charge_response(usage), self.spend, self._room.spend)
+    def response(self, usage: Mapping[str, Any]) -> Charge:
+        """Book a response's usage; returns what it cost (for its span)."""
+        charge = self._pricer.charge_response(usage)
+        post(charge, self.spend, self._room.spend)
         self._room.check()
+        return charge
 
     def transcription(self, usage: Mapping[str, Any] | None) -> None:
         if usage:

@@ -16,6 +16,8 @@ from bridge.room.rollover import CallLeg
 from bridge.room.session_media import SessionMedia
 from bridge.room.turns import Answering
 from bridge.settings.config import Settings
+from bridge.tracing import genai
+from bridge.tracing.calls import CallTrace, SessionTrace
 
 
 class Dialer:
@@ -29,6 +31,7 @@ class Dialer:
         instruments: Instruments,
         log_extra: dict[str, str],
         room: str,
+        trace: SessionTrace,
     ) -> None:
         self._settings = settings
         self._room = room  # the traces' group id when OpenAI-side tracing is on
@@ -37,6 +40,7 @@ class Dialer:
         self._instructions = instructions
         self._instruments = instruments
         self._extra = log_extra
+        self._trace = trace
 
     async def __call__(self) -> CallLeg:
         answering = self._answering
@@ -58,14 +62,24 @@ class Dialer:
             impairment=self._instruments.impairment,
             probe=self._instruments.probe,
         )
+        trace = CallTrace(
+            self._trace.span,
+            model=self._settings.model,
+            provider=genai.provider_name(
+                self._settings.openai_base_url, self._settings.auth_header
+            ),
+            content=self._settings.trace_content,
+        )
         try:
             await call.connect()
-        except BaseException:
+        except BaseException as exc:
             audio.stop()
             if video is not None:
                 video.stop()
+            trace.end("failed to connect", error=str(exc) or type(exc).__name__)
             raise
-        return CallLeg(call, audio, video)
+        trace.connected(call.call_id, call.connect_seconds)
+        return CallLeg(call, audio, video, trace=trace)
 
 
 __all__ = ["Dialer"]

@@ -109,11 +109,19 @@ class SpeakerPump:
         source: rtc.AudioSource,
         probe: FrameProbe | None = None,
         on_sound: Callable[[float], None] | None = None,
+        on_quiet: Callable[[float], None] | None = None,
     ) -> None:
         self._source = source
         self._probe = probe  # a benchmark's (bridge/realtime/instruments.py)
-        # Told (monotonic time) when the first audible frame after each ``reopen`` was handed on.
+        # Told (monotonic time) when a stretch of answer audio began in the room: its first
+        # audible frame after each ``reopen`` or after the answer went quiet. ``on_quiet`` is
+        # told when the stretch ended (QUIET_FRAMES_BEFORE_SKIP silent frames after sound) with
+        # the time of its last audible frame. A stretch is timed from when its first frame was
+        # handed on and by its samples since: hand-over times jitter with the event loop.
         self._on_sound = on_sound
+        self._on_quiet = on_quiet
+        self._sound_anchor: tuple[float, float] | None = None
+        self._last_audible = 0.0
         self._fresh = False
         self._open = True
         self.pushed_seconds = 0.0
@@ -133,11 +141,33 @@ class SpeakerPump:
 
     def flush(self) -> None:
         self._open = False
+        self._sound_anchor = None
         self._source.clear_queue()
         if self._receiver is not None:
             dropped = self._receiver.clear()
             if dropped:
                 logger.debug("barge-in dropped %d queued frames", dropped)
+
+    def _quiet(self) -> bool:
+        """One more silent frame; True once there were enough to skip it."""
+        self._quiet_run += 1
+        if self._quiet_run == QUIET_FRAMES_BEFORE_SKIP and self._sound_anchor is not None:
+            self._sound_anchor = None
+            if self._on_quiet is not None:
+                self._on_quiet(self._last_audible)
+        return self._quiet_run > QUIET_FRAMES_BEFORE_SKIP
+
+    def _sounded(self) -> None:
+        """An audible frame was handed on: a stretch of sound begins (tell ``on_sound``) or
+        goes on."""
+        stretch = self._fresh or self._sound_anchor is None
+        self._fresh = False
+        if self._sound_anchor is None:
+            self._sound_anchor = (time.monotonic(), self.pushed_seconds)
+        handed, start = self._sound_anchor
+        self._last_audible = handed + (self.pushed_seconds - start)
+        if stretch and self._on_sound is not None:
+            self._on_sound(self._last_audible)
 
     def reopen(self) -> None:
         self._open = True
@@ -158,8 +188,7 @@ class SpeakerPump:
                 # Two reductions, no temporary array (np.abs would allocate one per frame).
                 audible = int(pcm.max()) > QUIET_LEVEL or int(pcm.min()) < -QUIET_LEVEL
                 if not audible:
-                    self._quiet_run += 1
-                    if self._quiet_run > QUIET_FRAMES_BEFORE_SKIP:
+                    if self._quiet():
                         continue
                 else:
                     self._quiet_run = 0
@@ -169,10 +198,8 @@ class SpeakerPump:
                 if self._probe is not None:
                     self.source_queue.append(self._source.queued_duration)
                 await self._source.capture_frame(frame)
-                if audible and self._fresh:
-                    self._fresh = False
-                    if self._on_sound is not None:
-                        self._on_sound(time.monotonic())
+                if audible:
+                    self._sounded()
                 now = time.perf_counter()
                 self.residence.append(now - decoded_at)
                 if self._probe is not None:

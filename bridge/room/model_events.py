@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bridge.realtime import events as ev
+from bridge.room.turns import ResponseOutcome
 
 if TYPE_CHECKING:
     from bridge.room.session import ParticipantSession
@@ -51,13 +52,17 @@ class ModelEvents:
         assert isinstance(event, ev.SpeechStarted)
         s = self._session
         s.conversation.speech_started(event.item_id)
-        if s.turns.speech_started(event.item_id):
+        # Where the room heard it begin (the model's start includes its prefix padding).
+        onset = s.media.mic.gate.speech_onset(event.audio_start_ms)
+        if s.turns.speech_started(event.item_id, heard=onset):
             s.interrupt()
         if s.tools is not None:
             s.tools.barge_in()
 
     def _speech_stopped(self, event: ev.ServerEvent) -> None:
-        self._session.turns.speech_stopped()
+        assert isinstance(event, ev.SpeechStopped)
+        s = self._session
+        s.turns.speech_stopped(heard=s.media.mic.gate.speech_end(event.audio_end_ms))
 
     def _committed(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.InputAudioCommitted)
@@ -76,9 +81,9 @@ class ModelEvents:
         assert isinstance(event, ev.InputTranscriptCompleted)
         s = self._session
         self._input_text.pop(event.item_id, None)
-        s.turns.transcript_done(event.item_id)
-        s.cost.transcription(event.usage)
         transcript = event.transcript.strip()
+        s.turns.transcript_done(event.item_id, transcript)
+        s.cost.transcription(event.usage)
         if s.transcripts is not None:
             speaker = s.speaker(event.item_id)
             s.transcripts.human(event.item_id, transcript, final=True, speaker=speaker)
@@ -155,12 +160,18 @@ class ModelEvents:
     def _response_done(self, event: ev.ServerEvent) -> None:
         assert isinstance(event, ev.ResponseDone)
         s = self._session
-        usage = event.response.usage
-        if usage is not None:
-            s.cost.response(usage.model_dump())
+        response = event.response
+        usage = response.usage.model_dump() if response.usage is not None else None
+        charge = s.cost.response(usage) if usage is not None else None
         if s.tools is not None:
-            s.tools.response_done(event.response)  # may run tools, or answer their results
-        s.turns.response_done(event.response.id)
+            s.tools.response_done(response)  # may run tools, or answer their results
+        outcome = ResponseOutcome(
+            status=response.status,
+            usage=usage,
+            cost_usd=charge.usd if charge is not None else None,
+            tool_calls=len(response.function_calls()),
+        )
+        s.turns.response_done(response.id, outcome)
 
     # ---- the conversation ----------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from bridge.realtime.call import CallState
 from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.retry import RetryPolicy
 from bridge.room.turns import TurnTracker
+from bridge.tracing.calls import CallTrace
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class CallLeg:
     audio: PcmAudioTrack
     video: VideoFrameTrack | None
     connected_at: float = field(default_factory=time.monotonic)
+    trace: CallTrace | None = None  # its span and its turns (bridge/tracing/calls.py)
 
     @property
     def alive(self) -> bool:
@@ -62,11 +64,14 @@ class CallLeg:
     def connect_seconds(self) -> float | None:
         return self.call.connect_seconds
 
-    async def aclose(self) -> None:
+    async def aclose(self, how: str = "hung up") -> None:
+        """Hang up; its span ends saying ``how`` its conversation ended."""
         self.audio.stop()
         if self.video is not None:
             self.video.stop()
         await self.call.aclose()
+        if self.trace is not None:
+            self.trace.end(how)
 
 
 class Levels(Protocol):

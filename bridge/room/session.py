@@ -50,9 +50,12 @@ from bridge.room.tools.builtins import RoomActions
 from bridge.room.tools.http import Caller
 from bridge.room.tools.runner import ToolRunner
 from bridge.room.transcripts import Transcripts
+from bridge.room.turn_spans import TurnSpans
 from bridge.room.turns import Answering, TurnTracker
 from bridge.room.uplink import Uplink
 from bridge.settings.config import Settings
+from bridge.tracing import spans
+from bridge.tracing.calls import SessionTrace
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class RoomContext:
     on_track_published: Callable[[], None]  # an answer track appeared (private audience)
     on_gave_up: Callable[[ParticipantSession], None]  # its calls gave up: its slot is free
     instruments: Instruments = NO_INSTRUMENTS  # a benchmark's
+    trace: spans.Span = spans.NO_PARENT  # the room's span: sessions' spans hang on it
 
 
 class ParticipantSession:
@@ -97,14 +101,14 @@ class ParticipantSession:
         self._tool_actions = tool_actions
         attributes = room.attributes
         self.log_extra = {"room": room.room.name, "participant": identity}
+        self.trace = SessionTrace(room.trace, identity=identity)
         self._tasks = TaskSet(f"session-{identity}")
         self.answering = Answering(settings.response_policy, bool(settings.transcription_model))
         self.turns = TurnTracker(
             on_state=functools.partial(attributes.set_state, identity), answering=self.answering
         )
-        self.media = SessionMedia(
-            settings, mic=mic, instruments=room.instruments, on_sound=self.turns.answer_audio
-        )
+        self.turn_spans = TurnSpans(self.trace.span, self.turns)  # the call in use's turns
+        self.media = SessionMedia(settings, mic=mic, instruments=room.instruments, turns=self.turns)
         self.transcripts: Transcripts | None = None
         self.tools: ToolRunner | None = None  # when tools are configured (bridge/room/tools)
         self._events = ModelEvents(self)
@@ -128,6 +132,7 @@ class ParticipantSession:
             instruments=room.instruments,
             log_extra=self.log_extra,
             room=room.room.name,
+            trace=self.trace,
         )
         policy = RetryPolicy.from_settings(settings)
         self.rollover = Rollover(
@@ -206,6 +211,7 @@ class ParticipantSession:
                 on_running=functools.partial(room.attributes.set_tools, self.identity),
                 playout=self.media.played_out(),
                 extra=self.log_extra,
+                span_parent=lambda: self.turn_spans.parent,
             )
             self.turns.tools = self.tools
         self.turns.connecting()
@@ -238,6 +244,7 @@ class ParticipantSession:
         await self.rollover.aclose()
         self.media.release(self._room.answer_tracks)
         self._room.attributes.remove(self.identity)
+        self.trace.end(self.ended_reason or "closed")
         self.cost.end()
         spent = self.usage
         logger.info(
@@ -261,11 +268,14 @@ class ParticipantSession:
 
     def take_up(self, leg: CallLeg) -> None:
         self.expired = False
+        self.turn_spans.call = leg.trace
+        self.trace.ready()
         if self.tools is not None:
             self.tools.attach(leg.call)
         self.media.attach(leg)
 
     def put_down(self) -> None:
+        self.turn_spans.call = None
         if self.tools is not None:
             self.tools.attach(None)
 
@@ -332,7 +342,7 @@ class ParticipantSession:
 
     def send_text(self, text: str) -> None:
         """A chat message from this human: a text turn in their call."""
-        self.turns.chatted()
+        self.turns.chatted(text)
         call = self.call
         if call is not None:
             try:

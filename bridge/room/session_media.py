@@ -1,6 +1,6 @@
 """SessionMedia: everything one session sends and hears, across its calls.
 
-    media = SessionMedia(settings, mic=MicrophonePump(...), instruments=..., on_sound=...)
+    media = SessionMedia(settings, mic=MicrophonePump(...), instruments=..., turns=...)
     await media.publish(answer_tracks, identity, name)   # the answer track (if the agent speaks)
     tasks.create_task(media.mic.run())                   # the microphone, for the whole session
     media.attach(leg)                                    # mic and camera to this call
@@ -32,6 +32,7 @@ from bridge.room.answer_tracks import AnswerTrack, AnswerTracks
 from bridge.room.media import SpeakerPump, VideoSampler
 from bridge.room.rollover import CallLeg
 from bridge.room.tools.runner import played_out
+from bridge.room.turns import TurnTracker
 from bridge.room.uplink import Uplink
 from bridge.settings.config import Settings
 
@@ -43,12 +44,12 @@ class SessionMedia:
         *,
         mic: Uplink,
         instruments: Instruments,
-        on_sound: Callable[[float], None],
+        turns: TurnTracker,
     ) -> None:
         self.mic = mic
         self._video_enabled = settings.video_enabled
         self._instruments = instruments
-        self._on_sound = on_sound
+        self._turns = turns  # told when answer audio starts and goes quiet in the room
         self._sampler = VideoSampler(settings)
         self._video_task: asyncio.Task[None] | None = None
         self.answer: AnswerTrack | None = None
@@ -59,7 +60,10 @@ class SessionMedia:
 
     async def publish(self, tracks: AnswerTracks, identity: str, name: str | None) -> None:
         self.answer = await tracks.acquire(identity, name)
-        self.pump = SpeakerPump(self.answer.source, self._instruments.probe, self._on_sound)
+        turns = self._turns
+        self.pump = SpeakerPump(
+            self.answer.source, self._instruments.probe, turns.answer_audio, turns.answer_quiet
+        )
 
     def release(self, tracks: AnswerTracks) -> None:
         answer, self.answer = self.answer, None

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
 from bridge.aio import TaskSet
-from bridge.metrics import CALL_FAILURES, CALL_SETUP_SECONDS, CALLS_STARTED, SESSIONS_ACTIVE
+from bridge.metrics import CALL_FAILURES, CALLS_STARTED, SESSIONS_ACTIVE
 from bridge.realtime import RealtimeAPIError, RealtimeClosedError, RealtimeError
 from bridge.room.retry import RetryPolicy
 
@@ -72,7 +72,8 @@ class Leg(Protocol):
     @property
     def connect_seconds(self) -> float | None: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, how: str = "hung up") -> None:
+        """Hang up (``how`` its conversation ended, for its span)."""
 
 
 L = TypeVar("L", bound=Leg)
@@ -239,7 +240,7 @@ class CallSupervisor(Generic[L]):
         if new is not None:
             self._use(new)
         SESSIONS_ACTIVE.dec()
-        await old.aclose()
+        await old.aclose(ending.value)
         await self._successor.reset()
         if new is not None:
             logger.info(
@@ -285,8 +286,7 @@ class CallSupervisor(Generic[L]):
             self._stats.first_ready_at = time.perf_counter()
         CALLS_STARTED.inc()
         SESSIONS_ACTIVE.inc()
-        if leg.connect_seconds is not None:
-            CALL_SETUP_SECONDS.observe(leg.connect_seconds)
+        # bridge_call_setup_seconds: observed by the dialer's call trace, with its exemplar.
         self._host.take_up(leg)
         logger.info("session call ready", extra={**self._extra, "call_id": leg.call_id})
 

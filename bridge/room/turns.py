@@ -13,17 +13,18 @@ reads it:
 - when the latest answer started (what a carried-over answer is stamped with).
 
 Every transition is also told to the ``listeners`` (``TurnListener``) with its time: a turn is
-speech started -> stopped, response created, first answer audio in the room, and the answer's
-end or a barge-in. That is where tracing hangs its turn spans.
+speech started -> stopped (as the room heard them), response created and done, the answer's audio
+in the room (its first frame, a pause, more), and the answer's end or a barge-in. That is where
+tracing hangs its turn spans (bridge/room/turn_spans.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.room.agent_state import AgentState
 
@@ -54,19 +55,34 @@ class Answering:
 
 
 class TurnEvent(Enum):
-    SPEECH_STARTED = "speech started"  # detail: the user item id
-    SPEECH_STOPPED = "speech stopped"
-    TEXT = "text"  # the human typed a turn
+    SPEECH_STARTED = "speech started"  # detail: the user item id; at: as the room heard it
+    SPEECH_STOPPED = "speech stopped"  # at: as the room heard it
+    TRANSCRIPT = "transcript"  # the human's turn transcribed; detail: its text
+    TEXT = "text"  # the human typed a turn; detail: its text
     RESPONSE_CREATED = "response created"  # detail: the response id
-    FIRST_AUDIO = "first answer audio"  # handed to the room
-    ANSWER_ENDED = "answer end"  # the answer's audio stopped
-    BARGE_IN = "barge-in"  # an answer in progress was cut by a new turn
-    RESPONSE_DONE = "response done"  # detail: the response id
+    FIRST_AUDIO = "first answer audio"  # a response's first audible frame handed to the room
+    AUDIO_PAUSED = "answer audio paused"  # at: its last audible frame (it went quiet)
+    AUDIO_RESUMED = "answer audio resumed"  # audible again after a pause
+    ANSWER_ENDED = "answer end"  # the model's audio stopped (output_audio_buffer.stopped)
+    BARGE_IN = "barge-in"  # an answer in progress was cut by a new turn (its audio dropped)
+    RESPONSE_DONE = "response done"  # detail: the response id; with its ``ResponseOutcome``
+
+
+@dataclass(frozen=True)
+class ResponseOutcome:
+    """How a response ended (``response.done``): for its span, never for the state."""
+
+    status: str  # completed, cancelled, incomplete, failed
+    usage: Mapping[str, Any] | None = None
+    cost_usd: float | None = None  # by the price table; None: unpriced
+    tool_calls: int = 0
 
 
 class TurnListener(Protocol):
-    def turn_event(self, event: TurnEvent, at: float, detail: str) -> None:
-        """``at``: ``time.monotonic()`` when it happened."""
+    def turn_event(
+        self, event: TurnEvent, at: float, detail: str, outcome: ResponseOutcome | None = None
+    ) -> None:
+        """``at``: ``time.monotonic()`` when it happened; ``outcome`` with RESPONSE_DONE."""
 
 
 class Busy(Protocol):
@@ -97,6 +113,7 @@ class TurnTracker:
         self._transcripts: dict[str, float] = {}  # committed item -> when
         self._response_due: float | None = None
         self._first_audio_sent = True
+        self._sounding = False  # answer audio is going to the room (not paused, not cut)
         self.last_change = clock()  # the last transition
         self.last_activity = self.last_change  # the last sign of life: speech, chat, a response
         self.answer_started = self.last_change
@@ -119,6 +136,7 @@ class TurnTracker:
         self.response_id = None
         self._open.clear()
         self.audio_playing = False
+        self._sounding = False
         self.speaking = False
         self._transcripts.clear()
         self._response_due = None
@@ -133,22 +151,26 @@ class TurnTracker:
 
     # ---- the human -----------------------------------------------------------------------------
 
-    def speech_started(self, item_id: str) -> bool:
-        """The human started speaking. True: an answer was in progress and is cut."""
+    def speech_started(self, item_id: str, heard: float | None = None) -> bool:
+        """The human started speaking (``heard``: when the room heard it begin, if known). True:
+        an answer was in progress and is cut (its audio is dropped now: the barge-in's time)."""
         now = self._changed()
         self.last_activity = now
         self.speaking = True
         cut = self.responding
         if cut:
             self.audio_playing = False
+            self._sounding = False
             self._tell(TurnEvent.BARGE_IN, now, item_id)
-        self._tell(TurnEvent.SPEECH_STARTED, now, item_id)
+        self._tell(TurnEvent.SPEECH_STARTED, now if heard is None else heard, item_id)
         self._set_state(AgentState.LISTENING)
         return cut
 
-    def speech_stopped(self) -> None:
+    def speech_stopped(self, heard: float | None = None) -> None:
+        """The human stopped speaking (``heard``: when the room heard the end, if known)."""
         self.speaking = False
-        self._tell(TurnEvent.SPEECH_STOPPED, self._changed())
+        now = self._changed()
+        self._tell(TurnEvent.SPEECH_STOPPED, now if heard is None else heard)
         if self.answering.policy == "auto":  # server VAD answers each committed turn
             self._set_state(AgentState.THINKING)
 
@@ -161,15 +183,17 @@ class TurnTracker:
         if self.answering.policy == "auto":
             self._response_due = now + RESPONSE_WAIT_S
 
-    def transcript_done(self, item_id: str) -> None:
-        """The turn's transcript is back (or failed)."""
-        self._changed()
+    def transcript_done(self, item_id: str, transcript: str | None = None) -> None:
+        """The turn's transcript is back (``transcript``), or failed (None)."""
+        now = self._changed()
         self._transcripts.pop(item_id, None)
+        if transcript is not None:
+            self._tell(TurnEvent.TRANSCRIPT, now, transcript)
 
-    def chatted(self) -> None:
-        """The human typed something (an answer may or may not be asked for)."""
+    def chatted(self, text: str = "") -> None:
+        """The human typed ``text`` (an answer may or may not be asked for)."""
         self.last_activity = self._clock()
-        self._tell(TurnEvent.TEXT, self.last_activity)
+        self._tell(TurnEvent.TEXT, self.last_activity, text)
 
     def answer_requested(self) -> None:
         """We asked for an answer (a chat, an addressed turn); one still open was cancelled."""
@@ -200,10 +224,22 @@ class TurnTracker:
         self._set_state(AgentState.SPEAKING)
 
     def answer_audio(self, at: float) -> None:
-        """The speaker pump handed answer audio to the room (the first frame counts)."""
+        """The speaker pump handed answer audio to the room at ``at``: the first frame of a
+        stretch of sound (later frames of it count for nothing)."""
         if not self._first_audio_sent:
             self._first_audio_sent = True
+            self._sounding = True
             self._tell(TurnEvent.FIRST_AUDIO, at)
+        elif not self._sounding:
+            self._sounding = True
+            self._tell(TurnEvent.AUDIO_RESUMED, at)
+
+    def answer_quiet(self, at: float) -> None:
+        """The answer's audio went quiet in the room; its last audible frame was handed on at
+        ``at`` (a pause, or its end)."""
+        if self._sounding:
+            self._sounding = False
+            self._tell(TurnEvent.AUDIO_PAUSED, at)
 
     def audio_stopped(self) -> None:
         """The answer's audio ended."""
@@ -216,12 +252,13 @@ class TurnTracker:
         """The answer's audio was dropped (a barge-in at the service)."""
         self._changed()
         self.audio_playing = False
+        self._sounding = False
         if self.state is AgentState.SPEAKING:
             self._set_state(AgentState.LISTENING)
 
-    def response_done(self, response_id: str) -> None:
+    def response_done(self, response_id: str, outcome: ResponseOutcome | None = None) -> None:
         """After the tools have seen it (they may start and make the agent think)."""
-        self._tell(TurnEvent.RESPONSE_DONE, self._changed(), response_id)
+        self._tell(TurnEvent.RESPONSE_DONE, self._changed(), response_id, outcome)
         self._open.discard(response_id)
         if response_id == self.response_id:
             self.response_id = None
@@ -266,9 +303,11 @@ class TurnTracker:
         self.state = state
         self._on_state(state)
 
-    def _tell(self, event: TurnEvent, at: float, detail: str = "") -> None:
+    def _tell(
+        self, event: TurnEvent, at: float, detail: str = "", outcome: ResponseOutcome | None = None
+    ) -> None:
         for listener in self.listeners:
-            listener.turn_event(event, at, detail)
+            listener.turn_event(event, at, detail, outcome)
 
 
 __all__ = [
@@ -277,6 +316,7 @@ __all__ = [
     "TRANSCRIPT_WAIT_S",
     "Answering",
     "Busy",
+    "ResponseOutcome",
     "TurnEvent",
     "TurnListener",
     "TurnTracker",

@@ -40,6 +40,8 @@ from bridge.room.session import ParticipantSession, RoomContext
 from bridge.room.shared import SharedSession
 from bridge.room.tools.builtins import WorkerActions
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
+from bridge.tracing import spans
+from bridge.tracing.calls import room_span
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class RoomWorker:
         self.cost = RoomCost(self.settings, room_name, on_exceeded=self._budget_passed)
         self.meeting = Meeting(self.settings)
         self.end_reason: str | None = None
+        self.trace: spans.Span = spans.NO_PARENT  # the room's span, once joined
         self.duplicate = False
         self._tasks = TaskSet(f"room-{room_name}")
         self._ended = asyncio.Event()
@@ -141,6 +144,7 @@ class RoomWorker:
         # new answer track in the moment between its publication and its permission.
         self._update_permissions()
         ROOMS_ACTIVE.inc()
+        self.trace = room_span(settings, room=self.room_name, agent_identity=self.identity)
         self._attributes = AttributeWriter(room.local_participant, self._tasks)
         self._attributes.start()
         logger.info("agent joined as %s", self.identity, extra=self._extra)
@@ -182,6 +186,7 @@ class RoomWorker:
                 logger.info("%s", exc, extra=self._extra)
         if self._attributes is not None:
             ROOMS_ACTIVE.dec()
+        spans.end_span(self.trace, attributes={"bridge.room.end": self.end_reason or reason})
         spend = self.cost.spend
         spend.ended = time.monotonic()
         logger.info(
@@ -352,6 +357,7 @@ class RoomWorker:
             on_track_published=self._update_permissions,
             on_gave_up=self.admission.release,
             instruments=self._instruments,
+            trace=self.trace,
         )
 
     def _update_permissions(self) -> None:

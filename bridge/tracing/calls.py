@@ -17,28 +17,24 @@ from __future__ import annotations
 import time
 
 from bridge.metrics import CALL_SETUP_SECONDS, JOIN_READY_SECONDS, observe
+from bridge.settings.config import Settings
 from bridge.tracing import genai, spans
 from bridge.tracing.turns import TurnTracer, wall_ns
 
 
-def room_span(
-    parent: spans.Parent,
-    *,
-    room: str,
-    mode: str,
-    audience: str,
-    agent_identity: str,
-    agent_name: str,
-) -> spans.Span:
+def room_span(settings: Settings, *, room: str, agent_identity: str) -> spans.Span:
+    """The room's span, under the current context: the dispatch that brought the agent in (its
+    context is the current one in a worker process: bridge/service/workers.py), else a trace
+    of its own."""
     return spans.start_span(
         "room",
-        parent,
+        None,
         {
             "livekit.room.name": room,
-            "bridge.mode": mode,
-            "bridge.audience": audience,
+            "bridge.mode": settings.mode,
+            "bridge.audience": settings.audience,
             "livekit.agent.identity": agent_identity,
-            "livekit.agent.name": agent_name,
+            "livekit.agent.name": settings.agent_name,
         },
         kind=spans.SpanKind.CONSUMER,
     )

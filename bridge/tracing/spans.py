@@ -114,8 +114,17 @@ def fail(span: Span, error: str) -> None:
     span.set_status(Status(StatusCode.ERROR, error[:MAX_TEXT]))
 
 
-def end_span(span: Span, *, error: str | None = None, end_time_ns: int | None = None) -> None:
-    """End ``span``; ``error`` marks it failed with that (one-line, bounded) description."""
+def end_span(
+    span: Span,
+    *,
+    error: str | None = None,
+    end_time_ns: int | None = None,
+    attributes: Attributes | None = None,
+) -> None:
+    """End ``span`` (with these last ``attributes``); ``error`` marks it failed with that
+    (one-line, bounded) description."""
+    if attributes:
+        span.set_attributes(attributes)
     if error is not None:
         fail(span, error)
     span.end(end_time=end_time_ns)

@@ -81,13 +81,16 @@ class TurnTracer:
 
     # ---- the human -----------------------------------------------------------------------------
 
-    def speech_started(self, onset: float, *, item_id: str = "") -> None:
+    def speech_started(
+        self, onset: float, *, item_id: str = "", stopped: float | None = None
+    ) -> None:
         """The human began speaking at ``onset`` (the room's time). An answer still playing or
-        being made is cut: a barge-in (the old turn ends, interrupted)."""
+        being made is cut: a barge-in (the old turn ends, interrupted; its audio stopped in the
+        room at ``stopped``, default now)."""
         old = self._turn
         if old is not None:
             if old.audio_playing or old.answering:
-                self.barge_in(onset, stopped=time.monotonic())
+                self.barge_in(onset, stopped=time.monotonic() if stopped is None else stopped)
             else:
                 self._end("superseded")  # they spoke again before any answer
         self._start("speech", onset)
@@ -140,7 +143,8 @@ class TurnTracer:
         self._event("response created", at, {genai.RESPONSE_ID: response_id})
 
     def answer_audio(self, at: float) -> None:
-        """An audible frame of the answer was handed to the room (called for each)."""
+        """Answer audio was handed to the room from ``at`` on (its first audible frame, or the
+        first after a pause)."""
         turn = self._turn
         if turn is None:
             return
@@ -155,13 +159,14 @@ class TurnTracer:
             turn.span.set_attribute("bridge.turn.latency_seconds", round(latency, 3))
             observe(TURN_LATENCY_SECONDS, latency, spans.exemplar(turn.span))
 
-    def answer_quiet(self) -> None:
+    def answer_quiet(self, at: float) -> None:
         """The answer's audio has gone quiet in the room (its last audible frame was handed on
-        a while ago): the answer ended there, unless more of it is still being made."""
+        at ``at``): the answer ended there, unless more of it is still being made."""
         turn = self._turn
         if turn is None or not turn.audio_playing:
             return
         turn.audio_playing = False
+        turn.last_audio = at
         if not (turn.answering or turn.tools_pending):
             self._answered(turn)
 

@@ -39,7 +39,7 @@ class Leg:
     def connect_seconds(self) -> float | None:
         return self.call.connect_seconds
 
-    async def aclose(self) -> None:
+    async def aclose(self, how: str = "hung up") -> None:
         await self.call.aclose()
 
 

@@ -102,3 +102,17 @@ async def chromium(microphone_wav: Path) -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+@contextlib.asynccontextmanager
+async def headless_chromium() -> AsyncIterator[Browser]:
+    """Headless system Chromium with no devices, for pages that need none (Jaeger's UI)."""
+    executable = require_chromium()
+    async with async_playwright() as driver:
+        browser = await driver.chromium.launch(
+            executable_path=executable, headless=True, args=LOOPBACK_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -68,9 +68,11 @@ class FakeLeg:
     closed_reason: str | None = None
     connect_seconds: float | None = 0.1
     closed: bool = False
+    how: str = ""
 
-    async def aclose(self) -> None:
+    async def aclose(self, how: str = "hung up") -> None:
         self.closed = True
+        self.how = how
 
 
 Step = Ending | Exception | Callable[[], None]
@@ -250,6 +252,7 @@ async def test_rollover_hands_over_to_the_prepared_call_without_dialling() -> No
         "put_down",  # the service expired it with nothing prepared: dialled at once
     ]
     assert first.closed and prepared.closed
+    assert (first.how, prepared.how) == ("rollover", "expired")  # what their spans say
     assert len(run.dialer.legs) == 2 and run.sleeps == []
     assert run.stats.failures == {}
     assert run.supervisor.leg is run.dialer.legs[1]

@@ -58,14 +58,12 @@ def test_a_spoken_turn_with_a_tool_is_one_span_with_its_responses_inside(
     spans.end_span(tool)
     turns.response_created("resp_2", t0 + 2.3)
     turns.answer_audio(t0 + 2.5)
-    turns.answer_audio(t0 + 2.52)  # later frames move only the answer's end
-    turns.answer_quiet()  # a pause while the response is still being made: not the end
-    turns.answer_audio(t0 + 3.96)
+    turns.answer_quiet(t0 + 2.8)  # a pause while the response is still being made: not the end
+    turns.answer_audio(t0 + 3.1)
     turns.response_done(
         "resp_2", status="completed", usage=USAGE, cost_usd=0.003, tool_calls=0, at=t0 + 3.0
     )
-    turns.answer_audio(t0 + 4.0)
-    turns.answer_quiet()
+    turns.answer_quiet(t0 + 4.0)  # its last audible frame: the answer's end
     spans.end_span(call)
     done = {s.name: s for s in exported.get_finished_spans()}
     turn = done["turn"]
@@ -87,6 +85,7 @@ def test_a_spoken_turn_with_a_tool_is_one_span_with_its_responses_inside(
     ]
     assert turn.start_time == marks["speech started"]
     assert turn.end_time == marks["answer end"]
+    assert abs(marks["answer end"] - wall_ns(t0 + 4.0)) < 1e6
     # Wall-clock times keep the monotonic spacing (within a millisecond of conversion).
     assert abs((marks["first answer audio"] - marks["speech stopped"]) / 1e9 - 1.3) < 0.001
     attrs = turn.attributes or {}

@@ -10,6 +10,7 @@ from bridge.room.turns import (
     RESPONSE_WAIT_S,
     TRANSCRIPT_WAIT_S,
     Answering,
+    ResponseOutcome,
     TurnEvent,
     TurnTracker,
 )
@@ -30,9 +31,14 @@ class Tools:
 class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[TurnEvent, float, str]] = []
+        self.outcomes: list[ResponseOutcome | None] = []
 
-    def turn_event(self, event: TurnEvent, at: float, detail: str) -> None:
+    def turn_event(
+        self, event: TurnEvent, at: float, detail: str, outcome: ResponseOutcome | None = None
+    ) -> None:
         self.events.append((event, at, detail))
+        if event is TurnEvent.RESPONSE_DONE:
+            self.outcomes.append(outcome)
 
     def kinds(self) -> list[TurnEvent]:
         return [e for e, _, _ in self.events]
@@ -255,3 +261,55 @@ def test_listeners_see_each_transition_with_its_time() -> None:
     assert seen.events[0] == (TurnEvent.SPEECH_STARTED, 1000.0, "u1")
     assert seen.events[3] == (TurnEvent.FIRST_AUDIO, 1001.3, "")
     assert seen.events[2][2] == "r1"
+
+
+def test_listeners_get_the_rooms_times_pauses_content_and_how_a_response_ended() -> None:
+    """Speech as the room heard it, the answer's audio pausing and resuming in the room (the
+    pump tells each stretch), what was said and typed, and a response's outcome."""
+    turns, clock, _ = tracker()
+    seen = Recorder()
+    turns.listeners.append(seen)
+    turns.speech_started("u1", heard=999.7)
+    clock.now += 1.0
+    turns.speech_stopped(heard=1000.8)
+    turns.transcript_done("u1", "order 42")
+    turns.response_created("r1")
+    turns.answer_audio(1001.2)
+    turns.answer_quiet(1001.9)  # a pause
+    turns.answer_quiet(1002.0)  # no sound since: nothing to tell
+    turns.answer_audio(1002.4)
+    turns.answer_quiet(1003.0)
+    outcome = ResponseOutcome(status="completed", cost_usd=0.01, tool_calls=1)
+    turns.response_done("r1", outcome)
+    turns.transcript_done("u2")  # failed: no text
+    turns.chatted("hello")
+    assert seen.events == [
+        (TurnEvent.SPEECH_STARTED, 999.7, "u1"),
+        (TurnEvent.SPEECH_STOPPED, 1000.8, ""),
+        (TurnEvent.TRANSCRIPT, 1001.0, "order 42"),
+        (TurnEvent.RESPONSE_CREATED, 1001.0, "r1"),
+        (TurnEvent.FIRST_AUDIO, 1001.2, ""),
+        (TurnEvent.AUDIO_PAUSED, 1001.9, ""),
+        (TurnEvent.AUDIO_RESUMED, 1002.4, ""),
+        (TurnEvent.AUDIO_PAUSED, 1003.0, ""),
+        (TurnEvent.RESPONSE_DONE, 1001.0, "r1"),
+        (TurnEvent.TEXT, 1001.0, "hello"),
+    ]
+    assert seen.outcomes == [outcome]
+
+
+def test_a_cut_answer_resumes_nothing_the_next_answer_starts_afresh() -> None:
+    turns, clock, _ = tracker()
+    seen = Recorder()
+    turns.listeners.append(seen)
+    turns.response_created("r1")
+    turns.audio_started()
+    turns.answer_audio(clock.now)
+    assert turns.speech_started("u1")  # cut: its audio dropped
+    turns.answer_quiet(clock.now)  # the pump's silence after the flush
+    turns.response_created("r2")
+    turns.answer_audio(clock.now + 1)
+    assert [k for k in seen.kinds() if k.name.startswith(("FIRST", "AUDIO"))] == [
+        TurnEvent.FIRST_AUDIO,
+        TurnEvent.FIRST_AUDIO,
+    ]
