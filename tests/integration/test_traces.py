@@ -11,6 +11,9 @@ Jaeger's query API:
   heard by no more than LiveKit's two legs;
 - the tool span inside the turn, with its name and outcome and no argument values;
 - no transcript or chat text (``trace_content`` is off), no key, secret or token anywhere.
+
+And a LiveKit webhook that brings the agent in (serve's HTTP process) is one trace with the
+room, session and call it led to in the worker process.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from bridge.emulator.options import EmulatorOptions, ToolCallScript
 from bridge.local.jaeger import Jaeger, JaegerQuery, ensure_binary
 from bridge.local.livekit_server import LiveKitServer
 from tests.support.browser import headless_chromium
-from tests.support.dispatch_harness import ServeProcess, serve
+from tests.support.dispatch_harness import ServeProcess, listeners, livekit_with_webhooks, serve
 from tests.support.env import EMULATOR_KEY
 from tests.support.room_harness import Human
 from tests.support.tool_server import ToolServer
@@ -75,6 +78,14 @@ def name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def export_to(jaeger: Jaeger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve (and its workers) export every span to ``jaeger``, in batches every 0.2 s."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+
+
 async def traced_serve(
     *,
     livekit: LiveKitServer,
@@ -84,10 +95,7 @@ async def traced_serve(
     agent: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Any:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint)
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
-    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
-    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    export_to(jaeger, monkeypatch)
     emulator.emulator.options = EmulatorOptions(
         api_key=SecretStr(EMULATOR_KEY),
         tool_calls=[
@@ -339,3 +347,52 @@ async def look_in_jaeger_ui(jaeger: Jaeger, trace_id: str, tmp_path: Path) -> No
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
         SCREENSHOT_SOURCES.write_text(trace_digest() + "\n")
+
+
+async def test_the_webhook_that_brought_the_agent_and_its_room_are_one_trace(
+    emulator: EmulatorServer, jaeger: Jaeger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiveKit's webhook (serve's HTTP process) -> the join -> the room, session and call in the
+    worker process: one trace, its context carried over the worker's pipe."""
+    export_to(jaeger, monkeypatch)
+    room = name("hooked")
+    async with (
+        listeners() as (listener,),
+        livekit_with_webhooks(listener) as server,
+        serve(
+            server,
+            emulator,
+            listener=listener,
+            rooms="pattern",
+            room_patterns="hooked-*",
+            reconcile_interval="600",
+        ),
+    ):
+        human = Human(server, room, "human-0")
+        await human.join()
+        try:
+            await human.wait_until(lambda: "listening" in human.states, timeout=30)
+        finally:
+            await human.leave()
+        spans = await the_room_trace(jaeger.query, room, {"webhook", "join", "session", "call"})
+    webhook, join, room_span = one(spans, "webhook"), one(spans, "join"), one(spans, "room")
+    assert parent_of(join, spans) is webhook
+    assert parent_of(room_span, spans) is join
+    assert parent_of(one(spans, "session"), spans) is room_span
+    assert webhook["processID"] != room_span["processID"], "the room runs in the worker process"
+
+
+async def the_room_trace(query: JaegerQuery, room: str, wanted: set[str]) -> list[Span]:
+    """The trace holding the room's span, once it holds every span name in ``wanted`` too (the
+    room's other webhooks, for tracks and leaving, are traces of their own)."""
+    spans: list[Span] = []
+    deadline = time.monotonic() + 20
+    while not wanted | {"room"} <= {operation(s) for s in spans}:
+        if time.monotonic() > deadline:
+            found = sorted({s["operationName"] for s in spans})
+            raise AssertionError(f"the room's trace lacks {sorted(wanted)}: it has {found}")
+        await asyncio.sleep(0.25)
+        traces = await query.traces(SERVICE, tags={"livekit.room.name": room})
+        rooms = [t["spans"] for t in traces if "room" in {operation(s) for s in t["spans"]}]
+        spans = rooms[0] if len(rooms) == 1 else []
+    return spans
