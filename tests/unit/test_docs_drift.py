@@ -202,3 +202,16 @@ def test_every_repository_path_named_exists(page: Path) -> None:
     )
     missing = sorted(path for path in named if not (ROOT / path).exists())
     assert not missing, f"{_rel(page)} names files that do not exist: {missing}"
+
+
+# What a lab notebook says and the user's docs do not: history goes to CHANGELOG.md.
+NARRATION = re.compile(
+    r"load average|\ba first run\b|still owed|\bearlier (?:runs?|attempts?)\b|\bwe ran\b",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", *SITE], ids=_rel)
+def test_the_docs_hold_current_figures_not_history(page: Path) -> None:
+    found = sorted({m.group(0) for m in NARRATION.finditer(_text(page))})
+    assert not found, f"{_rel(page)} narrates runs ({found}): move that to CHANGELOG.md"
