@@ -14,6 +14,7 @@ it answer 500 unless told to by ``fail_calls_status``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -127,6 +128,8 @@ class Emulator:
                 "GA interface.",
                 code="beta_api_shape_disabled",
             )
+        if self.options.calls_delay_ms:
+            await asyncio.sleep(self.options.calls_delay_ms / 1000)
         injected = self._injected_failure()
         self.call_posts.append((time.monotonic(), injected.status if injected else None))
         if injected is not None:

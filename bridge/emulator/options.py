@@ -79,6 +79,9 @@ class EmulatorOptions(BaseModel):
         default=None, description="Answer POST /calls with this status (429, 500, ...)..."
     )
     fail_calls_count: int = Field(default=0, ge=0, description="...this many times.")
+    calls_delay_ms: int = Field(
+        default=0, ge=0, le=60_000, description="Answer each POST /calls this much later (slow)."
+    )
     drop_after_s: float | None = Field(
         default=None, gt=0, description="Drop each call's peer connection after T seconds."
     )

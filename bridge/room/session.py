@@ -177,10 +177,12 @@ class ParticipantSession:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Publish the agent track for this human and start the session's loops. The first call
-        connects meanwhile: the two are independent, and join -> ready is the longer of them."""
+        """Capture the microphone, publish the agent track for this human, start the loops.
+        The first call connects meanwhile (see ``SessionMedia.connecting``)."""
         self.stats.started_at = time.perf_counter()
         self.calls.dial_early(self._tasks)
+        self.turns.connecting()
+        self.media.start_mic(self._tasks, self.stats)
         room = self._room
         agent = room.room.local_participant
         if self.answering.speaks:
@@ -214,8 +216,6 @@ class ParticipantSession:
                 span_parent=lambda: self.turn_spans.parent,
             )
             self.turns.tools = self.tools
-        self.turns.connecting()
-        self._tasks.create_task(self.media.mic.run(), name="mic")
         self._tasks.create_task(self.transcripts.run(), name="transcripts")
         self._tasks.create_task(self.calls.run(), name="calls")
 
@@ -264,7 +264,7 @@ class ParticipantSession:
         return self.usage.responses
 
     def connecting(self) -> None:
-        self.turns.connecting()
+        self.media.connecting(first=self.stats.calls == 0 and not self.stats.failures)
 
     def take_up(self, leg: CallLeg) -> None:
         self.expired = False

@@ -31,6 +31,7 @@ from bridge.realtime.tracks import PcmAudioTrack, VideoFrameTrack
 from bridge.room.answer_tracks import AnswerTrack, AnswerTracks
 from bridge.room.media import SpeakerPump, VideoSampler
 from bridge.room.rollover import CallLeg
+from bridge.room.supervisor import SessionStats
 from bridge.room.tools.runner import played_out
 from bridge.room.turns import TurnTracker
 from bridge.room.uplink import Uplink
@@ -47,6 +48,7 @@ class SessionMedia:
         turns: TurnTracker,
     ) -> None:
         self.mic = mic
+        self._holds = settings.uplink_backlog_s > 0  # speech said with no call up is kept
         self._video_enabled = settings.video_enabled
         self._instruments = instruments
         self._turns = turns  # told when answer audio starts and goes quiet in the room
@@ -55,6 +57,28 @@ class SessionMedia:
         self.answer: AnswerTrack | None = None
         self.pump: SpeakerPump | None = None
         self._uplink_residence: deque[float] = deque(maxlen=10_000)
+
+    # ---- the microphone --------------------------------------------------------------------------
+
+    def start_mic(self, tasks: TaskSet, stats: SessionStats) -> None:
+        """The microphone, for the whole session; its first frame may make it listening."""
+        tasks.create_task(self.mic.run(), name="mic")
+        tasks.create_task(self._heard(stats), name="listen-early")
+
+    async def _heard(self, stats: SessionStats) -> None:
+        await self.mic.gate.hearing.wait()
+        if self._holds and stats.calls == 0 and not stats.failures:
+            self._turns.held()  # the first call is still connecting (else: no change)
+
+    def connecting(self, *, first: bool) -> None:
+        """A call is connecting. While it is the session's first (``first``: none up yet and
+        nothing failed) and the microphone is captured, what the human says is held for it
+        (the backlog, ``uplink_backlog_s``) and goes to it first: the session is listening
+        already, as far as the human can tell. Later calls (after a drop, a failure or an idle
+        spell) are initializing: their retries may outlast what the backlog holds."""
+        self._turns.connecting()
+        if first and self._holds and self.mic.gate.hearing.is_set():
+            self._turns.held()
 
     # ---- the answer track ----------------------------------------------------------------------
 

@@ -131,6 +131,12 @@ class TurnTracker:
     def idle(self) -> None:
         self._set_state(AgentState.IDLE)
 
+    def held(self) -> None:
+        """While the call connects, the human's speech is captured and held for it
+        (bridge/room/backlog.py): listening already."""
+        if self.state is AgentState.INITIALIZING:
+            self._set_state(AgentState.LISTENING)
+
     def call_up(self) -> None:
         """A call is in use: a fresh conversation state, listening."""
         self.response_id = None

@@ -4,6 +4,8 @@ A session hears one microphone (``MicrophonePump``, bridge/room/media.py) or, in
 every microphone mixed (``MixedMicrophones``, bridge/room/mixer.py). Either source hands each
 20 ms frame, as it arrives, to its gate, which:
 
+- says, from the first frame on, that the microphone is being captured (``hearing``): from
+  then on nothing the human says is lost while a call connects;
 - with no call attached, holds the frame in the ``Backlog`` (bridge/room/backlog.py) and sets
   ``woke`` when speech starts (an idle session dials again);
 - with a call attached, sends what the backlog says goes now (held speech first) to the call's
@@ -41,6 +43,8 @@ class UplinkGate:
         config = VadConfig(threshold=settings.vad_threshold)
         self.backlog = Backlog(config, settings.uplink_backlog_s)
         self.woke = asyncio.Event()
+        self.hearing = asyncio.Event()  # set at the first frame: the microphone is captured
+        self._heard = False
         self.dropped = 0
         self.watch_level = False
         self.last_loud_at = -float("inf")
@@ -77,6 +81,9 @@ class UplinkGate:
         """One frame, just captured. When it went to a call: (the call's input clock in ms,
         the capture time of the audio sent, which is older when held speech goes first)."""
         now = time.monotonic()
+        if not self._heard:
+            self._heard = True
+            self.hearing.set()
         if self._probe is not None:
             self._probe("uplink_in", pcm, time.perf_counter())
         sink = self._sink

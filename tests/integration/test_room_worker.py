@@ -497,6 +497,38 @@ async def test_speech_while_no_call_is_up_reaches_the_next_call(
         assert session.stats.failures == {"RealtimeError": 1, "http_503": 2}
 
 
+async def test_listening_while_the_first_call_connects_and_what_is_said_then_is_answered(
+    bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
+) -> None:
+    """The session says listening once the microphone is captured, before its first call is up
+    (the service answers slowly here); what the human says at once is held and answered by that
+    call. A later call (here after a drop and a refusal) is initializing until it is up."""
+    emulator.emulator.options.calls_delay_ms = 2500
+    room = room_name()
+    try:
+        async with (
+            humans(livekit_server, room, "alice") as (alice,),
+            worker(bridge_settings(), room) as bridge,
+        ):
+            await alice.wait_until(lambda: alice.states[-1:] == ["listening"])
+            session = bridge.sessions["alice"]
+            assert session.call_id is None and session.stats.calls == 0
+            await alice.say(0.7, pause=0.3)
+            assert session.call_id is None  # all of it said before the call was up
+            await alice.wait_until(lambda: len(alice.final_transcripts(bridge.identity)) >= 1)
+            first = call_of(emulator, bridge, "alice")
+            assert first.events_out["input_audio_buffer.speech_started"] == 1
+            emulator.emulator.options.calls_delay_ms = 0
+            emulator.emulator.options.fail_calls_status = 503
+            emulator.emulator.options.fail_calls_count = 1
+            seen = len(alice.states)
+            await first.end("dropped")
+            await wait_for(lambda: session.stats.calls == 2, timeout=20)
+            assert "initializing" in alice.states[seen:]
+    finally:
+        emulator.emulator.options.calls_delay_ms = 0
+
+
 async def test_an_answer_cut_by_a_drop_goes_to_the_next_call_as_far_as_it_was_heard(
     bridge_settings: BridgeSettings, livekit_server: LiveKitServer, emulator: EmulatorServer
 ) -> None:
