@@ -39,6 +39,10 @@ class TrackAudio:
     sid: str
     owner: str
     loud: list[float] = field(default_factory=list)  # arrival times of loud frames
+    # Where each loud frame starts on the track's own timeline (samples received before it):
+    # unlike arrival times, not moved by this process being busy when frames arrive.
+    loud_at: list[int] = field(default_factory=list)
+    received: int = 0  # samples received
     samples: list[np.ndarray] = field(default_factory=list)  # loud frames, for frequency checks
 
     def frequency(self) -> float:
@@ -187,8 +191,10 @@ class Human:
                 data = np.frombuffer(event.frame.data, dtype=np.int16)
                 if rms(data) > LOUD:
                     record.loud.append(time.monotonic())
+                    record.loud_at.append(record.received)
                     record.samples.append(data.copy())
                     del record.samples[:-200]
+                record.received += len(data)
         finally:
             await stream.aclose()
 
