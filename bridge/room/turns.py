@@ -20,6 +20,7 @@ tracing hangs its turn spans (bridge/room/turn_spans.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from enum import Enum
 from typing import Any, Protocol
 
 from bridge.room.agent_state import AgentState
+
+logger = logging.getLogger(__name__)
 
 # The conversation counts as quiet once nothing has happened for this long.
 QUIET_GAP_S = 1.0
@@ -313,7 +316,18 @@ class TurnTracker:
         self, event: TurnEvent, at: float, detail: str = "", outcome: ResponseOutcome | None = None
     ) -> None:
         for listener in self.listeners:
-            listener.turn_event(event, at, detail, outcome)
+            # A listener (tracing) that fails costs its own record, never the conversation's
+            # state: the agent state and the other listeners go on.
+            try:
+                listener.turn_event(event, at, detail, outcome)
+            except Exception as exc:
+                logger.warning(
+                    "turn listener %s failed on %s: %s: %s",
+                    type(listener).__name__,
+                    event.value,
+                    type(exc).__name__,
+                    exc,
+                )
 
 
 __all__ = [

@@ -4,6 +4,8 @@ listener (tracing) sees."""
 
 from __future__ import annotations
 
+import pytest
+
 from bridge.room.agent_state import AgentState
 from bridge.room.turns import (
     QUIET_GAP_S,
@@ -313,3 +315,24 @@ def test_a_cut_answer_resumes_nothing_the_next_answer_starts_afresh() -> None:
         TurnEvent.FIRST_AUDIO,
         TurnEvent.FIRST_AUDIO,
     ]
+
+
+class Broken:
+    def turn_event(
+        self, event: TurnEvent, at: float, detail: str, outcome: ResponseOutcome | None = None
+    ) -> None:
+        raise RuntimeError("exporter gone")
+
+
+def test_a_failing_listener_costs_neither_the_state_nor_the_other_listeners(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    turns, _, states = tracker()
+    recorder = Recorder()
+    turns.listeners += [Broken(), recorder]
+    turns.speech_started("item_1")
+    turns.speech_stopped()
+    assert states[-2:] == [AgentState.LISTENING, AgentState.THINKING]
+    assert recorder.kinds() == [TurnEvent.SPEECH_STARTED, TurnEvent.SPEECH_STOPPED]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all("Broken failed on" in line and "exporter gone" in line for line in lines)
