@@ -19,7 +19,7 @@ import av
 import numpy as np
 from livekit import rtc
 
-from bridge.audio import FRAME_MS, SAMPLE_RATE
+from bridge.audio import FRAME_MS, SAMPLE_RATE, Pcm
 from bridge.metrics import AUDIO_FRAMES_DROPPED
 from bridge.realtime.instruments import FrameProbe
 from bridge.realtime.tracks import AudioReceiver, VideoFrameTrack
@@ -116,12 +116,14 @@ class SpeakerPump:
         # Told (monotonic time) when a stretch of answer audio began in the room: its first
         # audible frame after each ``reopen`` or after the answer went quiet. ``on_quiet`` is
         # told when the stretch ended (QUIET_FRAMES_BEFORE_SKIP silent frames after sound) with
-        # the time of its last audible frame. A stretch is timed from when its first frame was
-        # handed on and by its samples since: hand-over times jitter with the event loop.
+        # the time its last audible sample ended. A stretch is timed from when its first frame
+        # was handed on and by its samples since (hand-over times jitter with the event loop),
+        # to the sample: its first and last audible samples, not their frames' starts.
         self._on_sound = on_sound
         self._on_quiet = on_quiet
         self._sound_anchor: tuple[float, float] | None = None
-        self._last_audible = 0.0
+        self._last_audible = 0.0  # when the last audible frame began in the room
+        self._last_frame: Pcm | None = None  # that frame (each frame is its own array)
         self._fresh = False
         self._open = True
         self.pushed_seconds = 0.0
@@ -153,11 +155,12 @@ class SpeakerPump:
         self._quiet_run += 1
         if self._quiet_run == QUIET_FRAMES_BEFORE_SKIP and self._sound_anchor is not None:
             self._sound_anchor = None
-            if self._on_quiet is not None:
-                self._on_quiet(self._last_audible)
+            if self._on_quiet is not None and self._last_frame is not None:
+                end = _audible_edge(self._last_frame, first=False)
+                self._on_quiet(self._last_audible + end / SAMPLE_RATE)
         return self._quiet_run > QUIET_FRAMES_BEFORE_SKIP
 
-    def _sounded(self) -> None:
+    def _sounded(self, pcm: Pcm) -> None:
         """An audible frame was handed on: a stretch of sound begins (tell ``on_sound``) or
         goes on."""
         stretch = self._fresh or self._sound_anchor is None
@@ -166,8 +169,10 @@ class SpeakerPump:
             self._sound_anchor = (time.monotonic(), self.pushed_seconds)
         handed, start = self._sound_anchor
         self._last_audible = handed + (self.pushed_seconds - start)
+        self._last_frame = pcm
         if stretch and self._on_sound is not None:
-            self._on_sound(self._last_audible)
+            begin = _audible_edge(pcm, first=True)
+            self._on_sound(self._last_audible + begin / SAMPLE_RATE)
 
     def reopen(self) -> None:
         self._open = True
@@ -199,7 +204,7 @@ class SpeakerPump:
                     self.source_queue.append(self._source.queued_duration)
                 await self._source.capture_frame(frame)
                 if audible:
-                    self._sounded()
+                    self._sounded(pcm)
                 now = time.perf_counter()
                 self.residence.append(now - decoded_at)
                 if self._probe is not None:
@@ -207,6 +212,15 @@ class SpeakerPump:
                 self.pushed_seconds += len(pcm) / SAMPLE_RATE
         finally:
             self._receiver = None
+
+
+def _audible_edge(pcm: Pcm, *, first: bool) -> int:
+    """Where an audible frame's sound begins (``first``: its first audible sample) or ends
+    (after its last one), in samples."""
+    loud = np.flatnonzero((pcm > QUIET_LEVEL) | (pcm < -QUIET_LEVEL))
+    if not len(loud):
+        return 0 if first else len(pcm)
+    return int(loud[0]) if first else int(loud[-1]) + 1
 
 
 __all__ = ["MicrophonePump", "SpeakerPump", "VideoSampler", "fit"]

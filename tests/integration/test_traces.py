@@ -231,8 +231,8 @@ async def one_turn(
         ]
     finally:
         await human.leave()
-    (first, first_at), (last, last_at) = answer[0], answer[-1]
-    length = (last_at - first_at) / SAMPLE_RATE
+    (first, (first_at, _)), (last, (_, last_end)) = answer[0], answer[-1]
+    length = (last_end - first_at) / SAMPLE_RATE
     return Heard(onset, speech_end, first=first, last=last, length=length), offset
 
 
@@ -244,8 +244,8 @@ class Heard:
     speech_end: float
     first: float  # the first loud frame of the answer
     last: float  # its last loud frame
-    # first -> last loud frame on the track's own timeline (its samples): what the human heard
-    # of the answer, not moved by frames reaching this busy test process late or in bursts.
+    # The answer's first audible sample -> after its last, on the track's own timeline (its
+    # samples, as the bridge times it): not moved by frames reaching this busy process late.
     length: float
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from livekit import api, rtc
 
 from bridge.local.livekit_server import LiveKitServer
+from bridge.room.media import QUIET_LEVEL
 from tests.support.livekit import human_token, room_options
 from tests.support.signals import FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, rms, silence, tone
 from tests.support.speaker import play
@@ -39,9 +40,10 @@ class TrackAudio:
     sid: str
     owner: str
     loud: list[float] = field(default_factory=list)  # arrival times of loud frames
-    # Where each loud frame starts on the track's own timeline (samples received before it):
-    # unlike arrival times, not moved by this process being busy when frames arrive.
-    loud_at: list[int] = field(default_factory=list)
+    # Each loud frame's sound on the track's own timeline, to the sample: (its first, after its
+    # last sample above QUIET_LEVEL, counted in samples received). Unlike arrival times, not
+    # moved by this process being busy when frames arrive.
+    loud_at: list[tuple[int, int]] = field(default_factory=list)
     received: int = 0  # samples received
     samples: list[np.ndarray] = field(default_factory=list)  # loud frames, for frequency checks
 
@@ -191,7 +193,9 @@ class Human:
                 data = np.frombuffer(event.frame.data, dtype=np.int16)
                 if rms(data) > LOUD:
                     record.loud.append(time.monotonic())
-                    record.loud_at.append(record.received)
+                    sound = np.flatnonzero(np.abs(data.astype(np.int32)) > QUIET_LEVEL)
+                    at = record.received
+                    record.loud_at.append((at + int(sound[0]), at + int(sound[-1]) + 1))
                     record.samples.append(data.copy())
                     del record.samples[:-200]
                 record.received += len(data)
