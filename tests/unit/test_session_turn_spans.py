@@ -4,11 +4,6 @@ tool spans hang on the turn, and nothing is traced between calls."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bridge.room.turn_spans import TurnSpans
@@ -24,16 +19,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with spans.use_provider(provider):
-        yield exporter
-    provider.shutdown()
 
 
 def session() -> tuple[TurnTracker, TurnSpans, Clock, spans.Span]:

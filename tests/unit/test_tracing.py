@@ -4,13 +4,11 @@ process boundary, content only when asked, exemplars, the GenAI names."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as semconv
@@ -20,16 +18,6 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from bridge import metrics
 from bridge.tracing import carrier, genai, spans
 from bridge.tracing.export import build_provider, tracing_wanted
-
-
-@pytest.fixture
-def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with spans.use_provider(provider):
-        yield exporter
-    provider.shutdown()
 
 
 @pytest.mark.parametrize(

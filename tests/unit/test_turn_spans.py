@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
@@ -16,16 +13,6 @@ from bridge.tracing import genai, spans
 from bridge.tracing.turns import TurnTracer, wall_ns
 
 USAGE = {"input_tokens": 300, "output_tokens": 90, "input_token_details": {"cached_tokens": 128}}
-
-
-@pytest.fixture
-def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with spans.use_provider(provider):
-        yield exporter
-    provider.shutdown()
 
 
 def tracer() -> tuple[spans.Span, TurnTracer]:
