@@ -96,7 +96,10 @@ async def test_one_human_conversation(
         assert agent.attributes["bridge.state.alice"] == "listening"
         assert agent.attributes["bridge.track.alice"] == track.sid
         usage = bridge.sessions["alice"].usage
-        assert usage.responses == 2 and usage.tokens["audio_out"] > 0  # the price kinds
+        # Each turn the model heard answered once, at least the two spoken (a stall of this busy
+        # test process can put a pause into an utterance, which the model then hears as two).
+        assert usage.responses == usage.transcriptions >= 2, usage
+        assert usage.tokens["audio_out"] > 0  # the price kinds
         assert bridge.usage.tokens == usage.tokens
 
 
