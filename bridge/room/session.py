@@ -108,7 +108,10 @@ class ParticipantSession:
             on_state=functools.partial(attributes.set_state, identity), answering=self.answering
         )
         self.turn_spans = TurnSpans(self.trace.span, self.turns)  # the call in use's turns
-        self.media = SessionMedia(settings, mic=mic, instruments=room.instruments, turns=self.turns)
+        self.stats = SessionStats()
+        self.media = SessionMedia(
+            settings, mic=mic, instruments=room.instruments, turns=self.turns, stats=self.stats
+        )
         self.transcripts: Transcripts | None = None
         self.tools: ToolRunner | None = None  # when tools are configured (bridge/room/tools)
         self._events = ModelEvents(self)
@@ -122,7 +125,6 @@ class ParticipantSession:
         self.expired = False  # the service said session_expired: the call's end is planned
         self._closed = False
         self._closer = Closer()
-        self.stats = SessionStats()
         self.ended_reason: str | None = None
         dial = Dialer(
             settings,
@@ -182,7 +184,7 @@ class ParticipantSession:
         self.stats.started_at = time.perf_counter()
         self.calls.dial_early(self._tasks)
         self.turns.connecting()
-        self.media.start_mic(self._tasks, self.stats)
+        self.media.start_mic(self._tasks)
         room = self._room
         agent = room.room.local_participant
         if self.answering.speaks:
@@ -264,7 +266,7 @@ class ParticipantSession:
         return self.usage.responses
 
     def connecting(self) -> None:
-        self.media.connecting(first=self.stats.calls == 0 and not self.stats.failures)
+        self.media.connecting()
 
     def take_up(self, leg: CallLeg) -> None:
         self.expired = False

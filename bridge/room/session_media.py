@@ -46,8 +46,10 @@ class SessionMedia:
         mic: Uplink,
         instruments: Instruments,
         turns: TurnTracker,
+        stats: SessionStats,
     ) -> None:
         self.mic = mic
+        self._stats = stats  # the session's: has a call been up, or failed, yet?
         self._holds = settings.uplink_backlog_s > 0  # speech said with no call up is kept
         self._video_enabled = settings.video_enabled
         self._instruments = instruments
@@ -60,25 +62,30 @@ class SessionMedia:
 
     # ---- the microphone --------------------------------------------------------------------------
 
-    def start_mic(self, tasks: TaskSet, stats: SessionStats) -> None:
+    def start_mic(self, tasks: TaskSet) -> None:
         """The microphone, for the whole session; its first frame may make it listening."""
         tasks.create_task(self.mic.run(), name="mic")
-        tasks.create_task(self._heard(stats), name="listen-early")
+        tasks.create_task(self._heard(), name="listen-early")
 
-    async def _heard(self, stats: SessionStats) -> None:
+    async def _heard(self) -> None:
         await self.mic.gate.hearing.wait()
-        if self._holds and stats.calls == 0 and not stats.failures:
+        if self._listening_early():
             self._turns.held()  # the first call is still connecting (else: no change)
 
-    def connecting(self, *, first: bool) -> None:
-        """A call is connecting. While it is the session's first (``first``: none up yet and
-        nothing failed) and the microphone is captured, what the human says is held for it
-        (the backlog, ``uplink_backlog_s``) and goes to it first: the session is listening
-        already, as far as the human can tell. Later calls (after a drop, a failure or an idle
-        spell) are initializing: their retries may outlast what the backlog holds."""
+    def connecting(self) -> None:
+        """A call is connecting. While it is the session's first (none up yet and nothing
+        failed) and the microphone is captured, what the human says is held for it (the
+        backlog, ``uplink_backlog_s``) and goes to it first: the session is listening already,
+        as far as the human can tell. Later calls (after a drop, a failure or an idle spell)
+        are initializing: their retries may outlast what the backlog holds."""
         self._turns.connecting()
-        if first and self._holds and self.mic.gate.hearing.is_set():
+        if self._listening_early():
             self._turns.held()
+
+    def _listening_early(self) -> bool:
+        stats = self._stats
+        first = stats.calls == 0 and not stats.failures
+        return first and self._holds and self.mic.gate.hearing.is_set()
 
     # ---- the answer track ----------------------------------------------------------------------
 

@@ -44,7 +44,6 @@ class UplinkGate:
         self.backlog = Backlog(config, settings.uplink_backlog_s)
         self.woke = asyncio.Event()
         self.hearing = asyncio.Event()  # set at the first frame: the microphone is captured
-        self._heard = False
         self.dropped = 0
         self.watch_level = False
         self.last_loud_at = -float("inf")
@@ -81,8 +80,7 @@ class UplinkGate:
         """One frame, just captured. When it went to a call: (the call's input clock in ms,
         the capture time of the audio sent, which is older when held speech goes first)."""
         now = time.monotonic()
-        if not self._heard:
-            self._heard = True
+        if not self.hearing.is_set():
             self.hearing.set()
         if self._probe is not None:
             self._probe("uplink_in", pcm, time.perf_counter())

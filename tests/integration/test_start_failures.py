@@ -5,8 +5,8 @@ and ``serve`` keeps running with spaced-out retries and a /readyz that says why.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
+import socket
 import sys
 
 import httpx
@@ -15,8 +15,13 @@ import pytest
 from bridge.emulator.app import EmulatorServer
 from bridge.local.livekit_server import LiveKitServer
 from bridge.local.ports import free_port, loopback_listener
-from tests.support.dispatch_harness import agents_in, listeners, livekit_with_webhooks
-from tests.support.env import EMULATOR_KEY, LOOPBACK_ENV
+from tests.support.dispatch_harness import (
+    agents_in,
+    listeners,
+    livekit_with_webhooks,
+    serve_env,
+)
+from tests.support.env import EMULATOR_KEY
 from tests.support.room_harness import humans
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,18 +31,20 @@ WRONG_OPENAI_KEY = "sk-not-the-right-key-0123456789"
 
 
 def _env(server: LiveKitServer, emulator: EmulatorServer, **changes: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        **LOOPBACK_ENV,
-        "LIVEKIT_URL": server.url,
-        "LIVEKIT_API_KEY": server.api_key,
-        "LIVEKIT_API_SECRET": server.api_secret,
-        "OPENAI_API_KEY": EMULATOR_KEY,
-        "OPENAI_BASE_URL": emulator.base_url,
-        "BRIDGE_DRAIN_TIMEOUT": "1",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return {**env, **changes}
+    """The tests' serve environment (a quick drain), with ``changes`` (any variable) on top."""
+    return {**serve_env(server, emulator, drain_timeout="1"), **changes}
+
+
+async def _serve(env: dict[str, str], sock: socket.socket) -> asyncio.subprocess.Process:
+    """``serve`` with one worker on the listening ``sock``, its output (both streams) piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bridge", "serve", "--fd", str(sock.fileno()), "--workers", "1"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        pass_fds=(sock.fileno(),),
+    )
 
 
 async def _join(env: dict[str, str]) -> tuple[int | None, list[str]]:
@@ -125,14 +132,7 @@ async def test_serve_with_a_wrong_secret_and_key_says_why_and_retries_sparingly(
     )
     with loopback_listener() as sock:
         port = sock.getsockname()[1]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "bridge", "serve", "--fd", str(sock.fileno()), "--workers", "1"),
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            pass_fds=(sock.fileno(),),
-        )
+        proc = await _serve(env, sock)
     try:
         await asyncio.sleep(8.0)
         async with httpx.AsyncClient(timeout=5) as client:
@@ -165,14 +165,7 @@ async def test_serve_takes_no_room_while_the_model_refuses_its_key(
     ):
         env = _env(server, emulator, OPENAI_API_KEY=WRONG_OPENAI_KEY, BRIDGE_RECONCILE_INTERVAL="2")
         port = listener.getsockname()[1]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "bridge", "serve", "--fd", str(listener.fileno()), "--workers", "1"),
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            pass_fds=(listener.fileno(),),
-        )
+        proc = await _serve(env, listener)
         try:
             await asyncio.sleep(3.0)  # started, and the model service asked once
             async with humans(server, "refused-key", "alice"):
