@@ -8,6 +8,13 @@ for an over-long header line or too many headers, 400 for the rest), a short bod
 nothing back, and is counted in ``bridge_http_rejected_total{reason}``; the log gets at most one
 short line per second per reason, saying how many were rejected since the last one.
 
+A body that breaks its framing (a bad chunk size) is answered the same way whenever its bytes
+arrive. aiohttp's C parser, when the bad bytes come in a later read than the headers, queues the
+error as a new request and leaves the request being read waiting for a body that never ends: the
+client would get no answer until it gave up, and the same bytes would be counted as
+``malformed`` or ``incomplete`` depending on how the reads fell. ``GuardedRequestHandler`` hands
+such an error to the body it belongs to instead.
+
 The endpoints' own refusals (a webhook with a bad signature, a wrong bearer token) go through
 the same ``Rejections`` so they cannot flood the log either.
 
@@ -24,7 +31,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from bridge.metrics import HTTP_REJECTED
 
@@ -89,6 +97,28 @@ class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection handler, answering unparseable requests as described above."""
 
     rejections: Rejections
+    # The body of the last request parsed, while it may still be receiving bytes.
+    _open_body: StreamReader | None = None
+
+    def data_received(self, data: bytes) -> None:
+        # Relies on aiohttp's queue of parsed messages (pinned by the lock; the integration test
+        # sending a bad chunk size in a later read fails if this stops holding).
+        idle = self._waiter is not None and not self._waiter.done()
+        queued = len(self._messages)
+        super().data_received(data)
+        index = queued
+        while index < len(self._messages):
+            message, body = self._messages[index]
+            if not isinstance(message, _ErrInfo):
+                self._open_body = None if body is EMPTY_PAYLOAD else body
+            elif not idle and self._open_body is not None and not self._open_body.is_eof():
+                # The error is in the body being read, not a request of its own.
+                del self._messages[index]
+                self._open_body.set_exception(message.exc)
+                self._open_body.feed_eof()  # nothing more of it will come: no lingering read
+                self._open_body = None
+                continue
+            index += 1
 
     def handle_error(
         self,

@@ -64,7 +64,9 @@ def _cases(server: LiveKitServer) -> dict[str, tuple[list[bytes], int | None, st
             400,
             "malformed",
         ),
-        "bad chunk size": ([chunked, b"zz\r\nhello\r\n0\r\n\r\n"], None, "incomplete"),
+        # The bad size comes in a later read than the headers, unless the server is too busy
+        # to read before both arrived: the answer is the same either way.
+        "bad chunk size": ([chunked, b"zz\r\nhello\r\n0\r\n\r\n"], 400, "malformed"),
         "body cut short": (
             [
                 HEAD + b"Authorization: x\r\nContent-Type: application/json\r\n"
