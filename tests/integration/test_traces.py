@@ -60,8 +60,11 @@ SPEECH_SECONDS = 1.0
 TOLERANCE = 0.020
 # The human's speech crosses the human's own sending (paced by this busy test process) and
 # LiveKit's receive path (WebRTC's NetEq stretches a stream to keep its jitter buffer): what
-# reaches the bridge was 5 to 41 ms longer than the second sent, on a loaded machine.
-SPEECH_TOLERANCE = 0.060
+# reaches the bridge was 5 to 41 ms longer than the second sent on a loaded machine, 62 ms with
+# another program keeping both cores busy. The bridge times the stretch it received to the
+# sample; the mistakes this check is for are the model's prefix padding (300 ms) or silence
+# (500 ms) left in.
+SPEECH_TOLERANCE = 0.100
 # LiveKit's two legs (human -> bridge, bridge -> human) on loopback: ~130 ms measured
 # (README, latency); the bound leaves room for a busy machine.
 LIVEKIT_LEGS_MAX = 0.6
