@@ -98,6 +98,8 @@ class VideoSampler:
 # frame skipped saves a round trip through the SDK and an Opus encode.
 QUIET_LEVEL = 16
 QUIET_FRAMES_BEFORE_SKIP = 10
+# A frame starting this much later than its stretch's samples say: LiveKit's source ran dry.
+UNDERRUN_SECONDS = 0.002
 
 
 class SpeakerPump:
@@ -117,8 +119,11 @@ class SpeakerPump:
         # audible frame after each ``reopen`` or after the answer went quiet. ``on_quiet`` is
         # told when the stretch ended (QUIET_FRAMES_BEFORE_SKIP silent frames after sound) with
         # the time its last audible sample ended. A stretch is timed from when its first frame
-        # was handed on and by its samples since (hand-over times jitter with the event loop),
-        # to the sample: its first and last audible samples, not their frames' starts.
+        # would start playing (handed on, plus what LiveKit's source still had queued) and by
+        # its samples since (hand-over times jitter with the event loop), to the sample: its
+        # first and last audible samples, not their frames' starts. A frame that would start
+        # later than its samples say (the source ran dry: the model's audio came late) moves
+        # the stretch on by that gap, which the room heard as silence.
         self._on_sound = on_sound
         self._on_quiet = on_quiet
         self._sound_anchor: tuple[float, float] | None = None
@@ -160,13 +165,17 @@ class SpeakerPump:
                 self._on_quiet(self._last_audible + end / SAMPLE_RATE)
         return self._quiet_run > QUIET_FRAMES_BEFORE_SKIP
 
-    def _sounded(self, pcm: Pcm) -> None:
-        """An audible frame was handed on: a stretch of sound begins (tell ``on_sound``) or
-        goes on."""
+    def _sounded(self, pcm: Pcm, starts_at: float) -> None:
+        """An audible frame, starting to play at ``starts_at`` (monotonic), was handed on: a
+        stretch of sound begins (tell ``on_sound``) or goes on."""
         stretch = self._fresh or self._sound_anchor is None
         self._fresh = False
+        if self._sound_anchor is not None:
+            handed, start = self._sound_anchor
+            if starts_at - (handed + self.pushed_seconds - start) > UNDERRUN_SECONDS:
+                self._sound_anchor = None  # the source ran dry meanwhile
         if self._sound_anchor is None:
-            self._sound_anchor = (time.monotonic(), self.pushed_seconds)
+            self._sound_anchor = (starts_at, self.pushed_seconds)
         handed, start = self._sound_anchor
         self._last_audible = handed + (self.pushed_seconds - start)
         self._last_frame = pcm
@@ -200,11 +209,13 @@ class SpeakerPump:
                     self.last_sound_at = time.monotonic()
                 # The SDK copies the samples into its own buffer: no tobytes() copy first.
                 frame = rtc.AudioFrame(pcm.data, SAMPLE_RATE, 1, len(pcm))
+                queued = self._source.queued_duration
+                starts_at = time.monotonic() + queued
                 if self._probe is not None:
-                    self.source_queue.append(self._source.queued_duration)
+                    self.source_queue.append(queued)
                 await self._source.capture_frame(frame)
                 if audible:
-                    self._sounded(pcm)
+                    self._sounded(pcm, starts_at)
                 now = time.perf_counter()
                 self.residence.append(now - decoded_at)
                 if self._probe is not None:
