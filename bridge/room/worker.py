@@ -5,9 +5,9 @@
     reason = await worker.wait()      # no humans left, room closed, duplicate identity, stopped
     await worker.aclose()
 
-The worker subscribes only to what it bridges (humans' microphones, and their camera or screen
-share when video is on), never to other agents. LiveKit callbacks are synchronous; each one that
-needs to do network work hands it to a task the worker owns.
+The worker keeps only what it bridges (humans' microphones, and their camera or screen share
+when video is on), never other agents' tracks (``Subscriptions``). LiveKit callbacks are
+synchronous; each one that needs to do network work hands it to a task the worker owns.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from bridge.room.meeting import Meeting
 from bridge.room.sdk import LiveKitError, sdk_call
 from bridge.room.session import ParticipantSession, RoomContext
 from bridge.room.shared import SharedSession
+from bridge.room.subscriptions import Subscriptions
 from bridge.room.tools.builtins import WorkerActions
 from bridge.settings.config import SessionOverrides, Settings, apply_overrides
 from bridge.tracing import spans
@@ -78,6 +79,7 @@ class RoomWorker:
         self._connecting: asyncio.Future[None] | None = None
         self._closed = False
         self._closer = Closer()
+        self._subscriptions = Subscriptions(self.settings)
         self._extra = {"room": room_name}
         self.admission = Admission(
             shared=self.settings.mode == "shared",
@@ -125,7 +127,7 @@ class RoomWorker:
         await prewarm_calls()  # per-process call setup work, done before any human waits for it
         token = agent_token(settings, self.room_name)
         room = self.room
-        room.on("track_published", self._on_track_published)
+        room.on("track_published", self._subscriptions.published)
         room.on("track_subscribed", self._on_track_subscribed)
         room.on("track_unsubscribed", self._on_track_unsubscribed)
         room.on("track_unpublished", self._on_track_unpublished)
@@ -133,7 +135,7 @@ class RoomWorker:
         room.on("participant_disconnected", self._on_participant_disconnected)
         room.on("active_speakers_changed", self._on_active_speakers)
         room.on("disconnected", self._on_disconnected)
-        options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT)
+        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=CONNECT_TIMEOUT)
         # The SDK's connect is never cancelled: a connect cancelled after the server accepted it
         # strands the SDK's native side, which then SIGTERMs the whole process 15 s later (every
         # room in it gone). On a timeout it runs on; aclose() waits for it and leaves the room.
@@ -151,7 +153,9 @@ class RoomWorker:
         for participant in room.remote_participants.values():
             self._present(participant, announce=False)
             for publication in participant.track_publications.values():
-                self._on_track_published(publication, participant)
+                self._subscriptions.published(publication, participant)
+        for arrival in self._subscriptions.joined():
+            self._on_track_subscribed(*arrival)
         self._check_humans()
 
     async def wait(self) -> str:
@@ -228,19 +232,13 @@ class RoomWorker:
 
     # ---- participants and tracks ------------------------------------------------------------
 
-    def _on_track_published(
-        self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
-    ) -> None:
-        if is_human(self.settings, participant) and bridged(self.settings, publication):
-            publication.set_subscribed(True)
-
     def _on_track_subscribed(
         self,
         track: rtc.Track,
         publication: rtc.RemoteTrackPublication,
         participant: rtc.RemoteParticipant,
     ) -> None:
-        if not is_human(self.settings, participant) or self._closed:
+        if not self._subscriptions.arrived(track, publication, participant) or self._closed:
             return
         if publication.source == rtc.TrackSource.SOURCE_MICROPHONE:
             request = MicRequest(participant, track, publication.sid)
@@ -254,7 +252,8 @@ class RoomWorker:
         publication: rtc.RemoteTrackPublication,
         participant: rtc.RemoteParticipant,
     ) -> None:
-        self._track_gone(publication, participant, "microphone unsubscribed")
+        if self._subscriptions.wanted(publication, participant):
+            self._track_gone(publication, participant, "microphone unsubscribed")
 
     def _on_track_unpublished(
         self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant

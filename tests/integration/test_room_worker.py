@@ -8,6 +8,7 @@ import os
 import sys
 
 import pytest
+from livekit import rtc
 from pydantic import SecretStr
 
 from bridge.emulator.app import EmulatorServer
@@ -403,6 +404,21 @@ async def test_phone_callers_are_humans_other_agents_are_not(
         await asyncio.sleep(0.5)
         assert set(bridge.sessions) == {"caller"}
         assert caller.mic is not None
+        # The agent joins auto-subscribed; what it does not bridge is dropped, whether it was
+        # in the room before the agent (it came with the join) or is published after.
+        async with humans(livekit_server, room, "late-agent", kind="agent"):
+            await wait_for(lambda: "late-agent" in bridge.room.remote_participants)
+            await asyncio.sleep(1.0)
+            kept = {
+                (p.identity, publication.source): publication.subscribed
+                for p in bridge.room.remote_participants.values()
+                for publication in p.track_publications.values()
+            }
+        assert kept == {
+            ("caller", rtc.TrackSource.SOURCE_MICROPHONE): True,
+            ("other-agent", rtc.TrackSource.SOURCE_MICROPHONE): False,
+            ("late-agent", rtc.TrackSource.SOURCE_MICROPHONE): False,
+        }
 
 
 async def test_join_command_runs_until_the_room_is_empty(
