@@ -178,9 +178,10 @@ class Child:
         await self.proc.stdin.drain()
         await asyncio.wait_for(self.proc.wait(), timeout)
 
-    async def report(self, timeout: float = 60.0) -> dict[str, Any]:
+    async def report(self, timeout: float = 60.0, *, peek: bool = False) -> dict[str, Any]:
+        """What the child measured; with ``peek`` it goes on (asked again later)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(b"report\n")
+        self.proc.stdin.write(b"peek\n" if peek else b"report\n")
         await self.proc.stdin.drain()
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         result: dict[str, Any] = json.loads(line)
@@ -362,6 +363,13 @@ async def bench_join(server: LiveKitServer, base: str, n: int) -> dict[str, Any]
         try:
             await asyncio.gather(*(join(p) for p in people))
             await asyncio.gather(*(listening(p) for p in people))
+            # `listening` comes at the first microphone frame, while the first call may still
+            # be connecting: wait (bounded) for every call to be ready.
+            deadline = time.monotonic() + 30
+            inside = await bridge.report(peek=True)
+            while len(inside["ready_perf"]) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                inside = await bridge.report(peek=True)
             inside = await bridge.report()
         finally:
             await asyncio.gather(*(p.leave() for p in people))
