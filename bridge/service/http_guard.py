@@ -112,13 +112,22 @@ class GuardedRequestHandler(RequestHandler):
             if not isinstance(message, _ErrInfo):
                 self._open_body = None if body is EMPTY_PAYLOAD else body
             elif not idle and self._open_body is not None and not self._open_body.is_eof():
-                # The error is in the body being read, not a request of its own.
-                del self._messages[index]
-                self._open_body.set_exception(message.exc)
-                self._open_body.feed_eof()  # nothing more of it will come: no lingering read
-                self._open_body = None
-                continue
+                # The error is in the open body, not a request of its own.
+                open_body, self._open_body = self._open_body, None
+                if self._reading(open_body):
+                    del self._messages[index]
+                    open_body.set_exception(message.exc)  # its handler answers it
+                    open_body.feed_eof()
+                    continue
+                # Its answer went first and aiohttp is draining it: the drain ends here, and
+                # the error is answered (and counted) after that answer, closing the connection.
+                open_body.feed_eof()
             index += 1
+
+    def _reading(self, body: StreamReader) -> bool:
+        """Whether a handler is reading ``body`` now."""
+        request = self._current_request
+        return request is not None and request.content is body
 
     def handle_error(
         self,

@@ -70,8 +70,13 @@ async def _guarded(reading: asyncio.Event) -> AsyncIterator[tuple[int, _Recorded
         reading.set()
         return web.Response(text=f"{len(await request.read())}")
 
+    async def early(request: web.Request) -> web.Response:
+        reading.set()
+        return web.Response(status=401)  # answered before its body was read
+
     app = web.Application()
     app.router.add_post("/body", body)
+    app.router.add_post("/early", early)
     rejections = _Recorded()
     runner = GuardedAppRunner(app, rejections, access_log=None)
     await runner.setup()
@@ -119,3 +124,23 @@ async def test_a_good_body_then_a_bad_request_each_get_their_answer() -> None:
     assert answers.startswith(b"HTTP/1.1 200")
     assert b"HTTP/1.1 400" in answers or b"HTTP/1.0 400" in answers
     assert rejections.reasons == ["malformed"]
+
+
+async def test_a_broken_chunk_after_the_answer_ends_the_connection_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The body was not read (the answer went first) and aiohttp is draining it: its error is
+    answered and counted after that answer, and ends the connection; no traceback."""
+    reading = asyncio.Event()
+    async with _guarded(reading) as (port, rejections):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(CHUNKED[0].replace(b"/body", b"/early"))
+        await asyncio.wait_for(reading.wait(), 5)
+        await asyncio.sleep(0.1)  # the answer is out; the body is being drained
+        writer.write(CHUNKED[1])
+        answers = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert answers.startswith(b"HTTP/1.1 401 Unauthorized")
+    assert b"HTTP/1.1 400" in answers or b"HTTP/1.0 400" in answers
+    assert rejections.reasons == ["malformed"]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
