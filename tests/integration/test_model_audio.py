@@ -13,7 +13,7 @@ import pytest
 from bridge.audio import FRAME_SAMPLES
 from bridge.emulator.app import EmulatorServer
 from bridge.realtime import RealtimeCall, build_session
-from bridge.realtime.playout import Impairment
+from bridge.realtime.playout import MAX_HELD, MAX_WAIT, Impairment
 from bridge.realtime.tracks import PcmAudioTrack
 from tests.support.clicks import OnsetDetector, click_frames
 from tests.support.env import test_settings
@@ -151,8 +151,14 @@ async def test_lossy_jittery_model_audio_still_plays(emulator: EmulatorServer) -
     # Audio delivered: every click but the few whose packet was dropped (5 % of 30, seeded).
     assert result["heard"] >= 30 - 5, result
     assert impairment.dropped > 0 and playout.stats.concealed > 0
-    # No stall: frames keep coming; a lost packet is concealed, not waited for.
-    assert result["max_gap"] is not None and result["max_gap"] < 0.100, result
+    # No stall: frames keep coming; a lost packet is concealed, not waited for. By design a
+    # gap is at most the playout's wait for a missing frame, the next frame's jitter and a
+    # frame (100 ms here), plus the scheduling of this process's tasks that the stall
+    # accounting does not see (124 ms seen once in a full run). Waiting for the lost packet
+    # instead would hold MAX_HELD frames (160 ms) or for good.
+    bound = MAX_WAIT + 0.020 + 0.020 + 0.040
+    assert bound < MAX_HELD * 0.020
+    assert result["max_gap"] is not None and result["max_gap"] < bound, result
     # No growing delay: the last clicks come back no later than the first ones (+ jitter).
     third = len(trips) // 3
     early = sorted(trips[:third])[third // 2]
