@@ -27,3 +27,12 @@ def is_loud(pcm: Pcm, peak: float) -> bool:
     """Whether a frame's peak sample is above ``peak`` (from ``loud_peak``). Two reductions, no
     temporary array (``np.abs`` would allocate one per frame)."""
     return max(int(pcm.max()), -int(pcm.min())) > peak
+
+
+def audible_span(pcm: Pcm, level: int) -> tuple[int, int] | None:
+    """Where a frame's sound is, to the sample: its first sample above ``level`` (either sign)
+    and the one after its last; None when there is none."""
+    loud = np.flatnonzero((pcm > level) | (pcm < -level))
+    if not len(loud):
+        return None
+    return int(loud[0]), int(loud[-1]) + 1

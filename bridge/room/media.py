@@ -19,7 +19,7 @@ import av
 import numpy as np
 from livekit import rtc
 
-from bridge.audio import FRAME_MS, SAMPLE_RATE, Pcm
+from bridge.audio import FRAME_MS, SAMPLE_RATE, Pcm, audible_span
 from bridge.metrics import AUDIO_FRAMES_DROPPED
 from bridge.realtime.instruments import FrameProbe
 from bridge.realtime.tracks import AudioReceiver, VideoFrameTrack
@@ -98,8 +98,6 @@ class VideoSampler:
 # frame skipped saves a round trip through the SDK and an Opus encode.
 QUIET_LEVEL = 16
 QUIET_FRAMES_BEFORE_SKIP = 10
-# A frame starting this much later than its stretch's samples say: LiveKit's source ran dry.
-UNDERRUN_SECONDS = 0.002
 
 
 class SpeakerPump:
@@ -118,15 +116,15 @@ class SpeakerPump:
         # Told (monotonic time) when a stretch of answer audio began in the room: its first
         # audible frame after each ``reopen`` or after the answer went quiet. ``on_quiet`` is
         # told when the stretch ended (QUIET_FRAMES_BEFORE_SKIP silent frames after sound) with
-        # the time its last audible sample ended. A stretch is timed from when its first frame
-        # would start playing (handed on, plus what LiveKit's source still had queued) and by
-        # its samples since (hand-over times jitter with the event loop), to the sample: its
-        # first and last audible samples, not their frames' starts. A frame that would start
-        # later than its samples say (the source ran dry: the model's audio came late) moves
-        # the stretch on by that gap, which the room heard as silence.
+        # the time its last audible sample ended. A frame starts playing when it is handed on
+        # plus what LiveKit's source still had queued: while the source has audio, that is
+        # the end of the audio before it (hand-over times jitter with the event loop, the sum
+        # does not); when the source ran dry (the model's audio came late), it is now, after
+        # the silence the room heard. Stretches are timed to the sample: their first and last
+        # audible samples, not their frames' starts.
         self._on_sound = on_sound
         self._on_quiet = on_quiet
-        self._sound_anchor: tuple[float, float] | None = None
+        self._sounding = False  # a stretch of sound is going on
         self._last_audible = 0.0  # when the last audible frame began in the room
         self._last_frame: Pcm | None = None  # that frame (each frame is its own array)
         self._fresh = False
@@ -148,7 +146,7 @@ class SpeakerPump:
 
     def flush(self) -> None:
         self._open = False
-        self._sound_anchor = None
+        self._sounding = False
         self._source.clear_queue()
         if self._receiver is not None:
             dropped = self._receiver.clear()
@@ -158,30 +156,25 @@ class SpeakerPump:
     def _quiet(self) -> bool:
         """One more silent frame; True once there were enough to skip it."""
         self._quiet_run += 1
-        if self._quiet_run == QUIET_FRAMES_BEFORE_SKIP and self._sound_anchor is not None:
-            self._sound_anchor = None
+        if self._quiet_run == QUIET_FRAMES_BEFORE_SKIP and self._sounding:
+            self._sounding = False
             if self._on_quiet is not None and self._last_frame is not None:
-                end = _audible_edge(self._last_frame, first=False)
+                span = audible_span(self._last_frame, QUIET_LEVEL)
+                end = span[1] if span else len(self._last_frame)
                 self._on_quiet(self._last_audible + end / SAMPLE_RATE)
         return self._quiet_run > QUIET_FRAMES_BEFORE_SKIP
 
     def _sounded(self, pcm: Pcm, starts_at: float) -> None:
         """An audible frame, starting to play at ``starts_at`` (monotonic), was handed on: a
         stretch of sound begins (tell ``on_sound``) or goes on."""
-        stretch = self._fresh or self._sound_anchor is None
+        stretch = self._fresh or not self._sounding
         self._fresh = False
-        if self._sound_anchor is not None:
-            handed, start = self._sound_anchor
-            if starts_at - (handed + self.pushed_seconds - start) > UNDERRUN_SECONDS:
-                self._sound_anchor = None  # the source ran dry meanwhile
-        if self._sound_anchor is None:
-            self._sound_anchor = (starts_at, self.pushed_seconds)
-        handed, start = self._sound_anchor
-        self._last_audible = handed + (self.pushed_seconds - start)
+        self._sounding = True
+        self._last_audible = starts_at
         self._last_frame = pcm
         if stretch and self._on_sound is not None:
-            begin = _audible_edge(pcm, first=True)
-            self._on_sound(self._last_audible + begin / SAMPLE_RATE)
+            span = audible_span(pcm, QUIET_LEVEL)
+            self._on_sound(starts_at + (span[0] if span else 0) / SAMPLE_RATE)
 
     def reopen(self) -> None:
         self._open = True
@@ -201,18 +194,18 @@ class SpeakerPump:
                     continue
                 # Two reductions, no temporary array (np.abs would allocate one per frame).
                 audible = int(pcm.max()) > QUIET_LEVEL or int(pcm.min()) < -QUIET_LEVEL
+                starts_at = 0.0
                 if not audible:
                     if self._quiet():
                         continue
                 else:
                     self._quiet_run = 0
                     self.last_sound_at = time.monotonic()
+                    starts_at = self.last_sound_at + self._source.queued_duration
                 # The SDK copies the samples into its own buffer: no tobytes() copy first.
                 frame = rtc.AudioFrame(pcm.data, SAMPLE_RATE, 1, len(pcm))
-                queued = self._source.queued_duration
-                starts_at = time.monotonic() + queued
                 if self._probe is not None:
-                    self.source_queue.append(queued)
+                    self.source_queue.append(self._source.queued_duration)
                 await self._source.capture_frame(frame)
                 if audible:
                     self._sounded(pcm, starts_at)
@@ -223,15 +216,6 @@ class SpeakerPump:
                 self.pushed_seconds += len(pcm) / SAMPLE_RATE
         finally:
             self._receiver = None
-
-
-def _audible_edge(pcm: Pcm, *, first: bool) -> int:
-    """Where an audible frame's sound begins (``first``: its first audible sample) or ends
-    (after its last one), in samples."""
-    loud = np.flatnonzero((pcm > QUIET_LEVEL) | (pcm < -QUIET_LEVEL))
-    if not len(loud):
-        return 0 if first else len(pcm)
-    return int(loud[0]) if first else int(loud[-1]) + 1
 
 
 __all__ = ["MicrophonePump", "SpeakerPump", "VideoSampler", "fit"]

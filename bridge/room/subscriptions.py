@@ -11,7 +11,7 @@ Track events can come before the worker has finished joining (LiveKit sends the 
 with the join); ``arrived`` holds them until ``joined`` hands them back.
 
     subscriptions = Subscriptions(settings)
-    subscriptions.published(publication, participant)   # track_published, and at the join
+    subscriptions.published(publication, participant)   # track_published
     if subscriptions.arrived(track, publication, participant):
         ...                                              # track_subscribed: one to bridge
     for track, publication, participant in subscriptions.joined():
@@ -41,10 +41,10 @@ class Subscriptions:
     def published(
         self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
-        """A track in the room: keep it if bridged (asked again in case), else drop it."""
-        wanted = self.wanted(publication, participant)
-        if not wanted or not publication.subscribed:
-            publication.set_subscribed(wanted)
+        """A track was published: one not to bridge is dropped before it arrives (one to
+        bridge comes by itself)."""
+        if not self.wanted(publication, participant):
+            publication.set_subscribed(False)
 
     def arrived(
         self,

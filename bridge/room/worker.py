@@ -152,8 +152,6 @@ class RoomWorker:
         logger.info("agent joined as %s", self.identity, extra=self._extra)
         for participant in room.remote_participants.values():
             self._present(participant, announce=False)
-            for publication in participant.track_publications.values():
-                self._subscriptions.published(publication, participant)
         for arrival in self._subscriptions.joined():
             self._on_track_subscribed(*arrival)
         self._check_humans()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from livekit import api, rtc
 
+from bridge.audio import audible_span
 from bridge.local.livekit_server import LiveKitServer
 from bridge.room.media import QUIET_LEVEL
 from tests.support.livekit import human_token, room_options
@@ -193,9 +194,9 @@ class Human:
                 data = np.frombuffer(event.frame.data, dtype=np.int16)
                 if rms(data) > LOUD:
                     record.loud.append(time.monotonic())
-                    sound = np.flatnonzero(np.abs(data.astype(np.int32)) > QUIET_LEVEL)
+                    first, end = audible_span(data, QUIET_LEVEL) or (0, len(data))
                     at = record.received
-                    record.loud_at.append((at + int(sound[0]), at + int(sound[-1]) + 1))
+                    record.loud_at.append((at + first, at + end))
                     record.samples.append(data.copy())
                     del record.samples[:-200]
                 record.received += len(data)
